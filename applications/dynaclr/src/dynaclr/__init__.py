@@ -1,0 +1,10 @@
+"""DynaCLR: contrastive learning of cell dynamics from live-cell microscopy."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dynaclr")
+except PackageNotFoundError:  # source tree without installation
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]
