@@ -1,0 +1,170 @@
+"""The on-disk format of normalisation statistics, in one place.
+
+Statistics live in the attributes of each FOV (position) group, and of the plate group, under the
+top-level key ``"normalization"``::
+
+    normalization/<channel name>/dataset_statistics/<stat>          -> float
+    normalization/<channel name>/fov_statistics/<stat>              -> float   (FOV groups only)
+    normalization/<channel name>/timepoint_statistics/<t>/<stat>    -> float   (t as a string: "0", "1", ...)
+
+with ``<stat>`` one of :data:`STATISTICS`. ``viscy_utils`` (``viscy preprocess``) writes this format
+through :func:`merge_norm_meta` and :func:`compute_statistics`; every reader in ``viscy_data`` and
+``dynaclr`` goes through :func:`read_norm_meta`. Keeping both sides here means what is written is
+exactly what is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LEVELS",
+    "NORM_META_KEY",
+    "PERCENTILES",
+    "STATISTICS",
+    "compute_statistics",
+    "merge_norm_meta",
+    "read_norm_meta",
+    "select_timepoint",
+]
+
+#: attribute key holding the statistics, in plate and FOV groups
+NORM_META_KEY = "normalization"
+
+#: statistic levels; ``timepoint_statistics`` is keyed by timepoint (as a string) one level deeper
+LEVELS = ("dataset_statistics", "fov_statistics", "timepoint_statistics")
+
+#: percentiles computed by :func:`compute_statistics` (numpy linear interpolation)
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+#: statistic names in the order they are written
+STATISTICS = ("mean", "std", "median", "iqr", "p5", "p95", "p95_p5", "p1", "p99", "p99_p1")
+
+
+def compute_statistics(values: np.ndarray) -> dict[str, float]:
+    """Compute the NaN-aware statistics stored for one channel at one level.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Pixel values of any shape (flattened here). NaNs are ignored.
+
+    Returns
+    -------
+    dict[str, float]
+        The keys of :data:`STATISTICS`, in that order: mean, population std (ddof=0), median,
+        inter-quartile range (p75 - p25), p5, p95, p95 - p5, p1, p99, p99 - p1.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if flat.size == 0:
+        raise ValueError("cannot compute normalisation statistics of an empty array")
+    p1, p5, p25, p50, p75, p95, p99 = (float(v) for v in np.nanpercentile(flat, PERCENTILES))
+    return {
+        "mean": float(np.nanmean(flat)),
+        "std": float(np.nanstd(flat)),
+        "median": p50,
+        "iqr": p75 - p25,
+        "p5": p5,
+        "p95": p95,
+        "p95_p5": p95 - p5,
+        "p1": p1,
+        "p99": p99,
+        "p99_p1": p99 - p1,
+    }
+
+
+def _to_tensors(node: Any, path: str) -> Any:
+    """Convert every leaf of a nested statistics mapping to a 0-d float32 tensor."""
+    if isinstance(node, Mapping):
+        return {key: _to_tensors(value, f"{path}/{key}") for key, value in node.items()}
+    if isinstance(node, (int, float, np.number)) and not isinstance(node, bool):
+        return torch.tensor(float(node), dtype=torch.float32)
+    raise TypeError(f"normalisation metadata at '{path}' should be a number or a mapping, got {type(node).__name__}")
+
+
+def read_norm_meta(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Read normalisation statistics from a group's attributes.
+
+    Parameters
+    ----------
+    attrs : Mapping
+        The attributes of an FOV or plate group (e.g. ``position.zattrs``).
+
+    Returns
+    -------
+    dict or None
+        ``None`` when the group has no ``"normalization"`` attribute; otherwise the nested dict
+        ``{channel: {level: {stat: tensor}}}`` (``timepoint_statistics`` one level deeper) with
+        every statistic as a new 0-d ``float32`` tensor.
+    """
+    raw = attrs.get(NORM_META_KEY) if hasattr(attrs, "get") else None
+    if raw is None:
+        return None
+    return _to_tensors(raw, NORM_META_KEY)
+
+
+def select_timepoint(norm_meta: dict[str, Any] | None, t: int) -> dict[str, Any] | None:
+    """Replace each channel's ``timepoint_statistics`` by the statistics of timepoint ``t``.
+
+    After this, ``norm_meta[channel]["timepoint_statistics"][stat]`` has the same depth as the other
+    levels, so ``NormalizeSampled(level="timepoint_statistics")`` can use it. Channels without
+    statistics for ``t`` lose the level instead of carrying a wrong one.
+
+    Parameters
+    ----------
+    norm_meta : dict or None
+        As returned by :func:`read_norm_meta`.
+    t : int
+        Timepoint index.
+
+    Returns
+    -------
+    dict or None
+        A shallow copy with the level flattened; ``None`` if ``norm_meta`` is ``None``.
+    """
+    if norm_meta is None:
+        return None
+    out = {}
+    for channel, levels in norm_meta.items():
+        levels = dict(levels)
+        per_t = levels.pop("timepoint_statistics", None)
+        if per_t is not None and str(t) in per_t:
+            levels["timepoint_statistics"] = per_t[str(t)]
+        out[channel] = levels
+    return out
+
+
+def merge_norm_meta(existing: Mapping[str, Any] | None, update: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge new statistics into existing ``normalization`` attributes.
+
+    Other channels and other levels already present are kept; a level present in ``update`` replaces
+    the stored level of the same name as a whole (no stale timepoints survive a re-run).
+
+    Parameters
+    ----------
+    existing : Mapping or None
+        The current value of the ``"normalization"`` attribute (may be ``None``).
+    update : Mapping
+        ``{channel: {level: statistics}}`` with plain Python floats.
+
+    Returns
+    -------
+    dict
+        The merged value, ready to be assigned to the ``"normalization"`` attribute in one write.
+    """
+    merged = {channel: dict(levels) for channel, levels in (existing or {}).items()}
+    for channel, levels in update.items():
+        unknown = set(levels) - set(LEVELS)
+        if unknown:
+            raise ValueError(f"unknown normalisation level(s) {sorted(unknown)} for channel '{channel}'; use {LEVELS}")
+        merged.setdefault(channel, {}).update(levels)
+    return merged
