@@ -1,0 +1,193 @@
+"""Helpers shared by the datasets and data modules (private, but used by downstream packages)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
+
+import torch
+from monai.data.utils import collate_meta_tensor
+from monai.transforms import MapTransform
+from torch import Tensor
+
+from viscy_data.norm_meta import read_norm_meta
+
+__all__ = [
+    "BatchedCenterSpatialCropd",
+    "_collate_samples",
+    "_ensure_channel_list",
+    "_gather_channels",
+    "_read_norm_meta",
+    "_scatter_channels",
+    "_search_int_in_str",
+    "_transform_channel_wise",
+]
+
+
+def _center_crop_slices(spatial_shape: Sequence[int], roi_size: Sequence[int]) -> tuple[slice, ...]:
+    """Slices of a centre crop, with MONAI ``CenterSpatialCrop`` semantics.
+
+    Non-positive ROI entries keep the whole axis; the window starts at ``size // 2 - roi // 2``
+    (clipped at 0), so odd/even rounding matches MONAI exactly.
+    """
+    if len(roi_size) != len(spatial_shape):
+        raise ValueError(f"roi_size {tuple(roi_size)} has {len(roi_size)} axes, the data has {len(spatial_shape)}")
+    slices = []
+    for size, roi in zip(spatial_shape, roi_size):
+        roi = size if roi is None or roi <= 0 else int(roi)
+        start = max(size // 2 - roi // 2, 0)
+        slices.append(slice(start, min(start + roi, size)))
+    return tuple(slices)
+
+
+class BatchedCenterSpatialCropd(MapTransform):
+    """Centre-crop the spatial axes of batched ``(B, C, *spatial)`` tensors.
+
+    Parameters
+    ----------
+    keys : str or sequence of str
+        Keys of the tensors to crop.
+    roi_size : int or sequence of int
+        Output spatial size; an int applies to every spatial axis, non-positive entries keep the axis.
+    allow_missing_keys : bool, default False
+        Do not raise if a key is absent.
+    """
+
+    def __init__(self, keys: str | Sequence[str], roi_size: int | Sequence[int], allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.roi_size = roi_size
+
+    def __call__(self, data: dict[Hashable, Tensor]) -> dict[Hashable, Tensor]:
+        """Return a shallow copy of ``data`` with the selected tensors cropped (views, no copy)."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            spatial = image.shape[2:]
+            roi = [self.roi_size] * len(spatial) if isinstance(self.roi_size, int) else list(self.roi_size)
+            d[key] = image[(slice(None), slice(None), *_center_crop_slices(spatial, roi))]
+        return d
+
+
+def _ensure_channel_list(str_or_seq: str | Iterable[str]) -> list[str]:
+    """Return channel names as a list (a single name becomes a one-element list).
+
+    Raises
+    ------
+    TypeError
+        If the argument is neither a string nor an iterable.
+    """
+    if isinstance(str_or_seq, str):
+        return [str_or_seq]
+    try:
+        return list(str_or_seq)
+    except TypeError as err:
+        raise TypeError(f"channel names must be a string or a sequence of strings, got {str_or_seq!r}") from err
+
+
+def _search_int_in_str(pattern: str, file_name: str) -> str:
+    """Return the text matched by regex ``pattern`` in ``file_name``.
+
+    Raises
+    ------
+    ValueError
+        If the pattern does not occur.
+    """
+    match = re.search(pattern, file_name)
+    if match is None:
+        raise ValueError(f"cannot find pattern '{pattern}' in '{file_name}'")
+    return match.group()
+
+
+def _collate_norm_meta(norm_metas: Sequence[dict | None]) -> dict | None:
+    """Collate per-sample statistics into ``(B,)`` tensors; ``None`` when no sample carries any."""
+    missing = sum(meta is None for meta in norm_metas)
+    if missing == len(norm_metas):
+        return None
+    if missing:
+        raise ValueError(
+            f"{missing} of {len(norm_metas)} samples in the batch have no normalisation metadata; "
+            "compute it for every FOV (viscy preprocess) or normalise on the fly"
+        )
+    return collate_meta_tensor(list(norm_metas))
+
+
+def _collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate samples whose values may be lists of patches (multi-sample transforms).
+
+    List values (one entry per patch) are concatenated across samples; every other value (the
+    ``index`` tuple, ``norm_meta``) is repeated once per patch of its sample, so every key of the
+    batch has the same length. ``index`` tuples are collated like the default collate function
+    (``[names, t, z]``), never flattened. ``norm_meta`` is omitted when no sample has it.
+
+    Parameters
+    ----------
+    batch : sequence of dict
+        Samples as returned by a dataset (keys of the first sample are used).
+
+    Returns
+    -------
+    dict
+        The batch.
+    """
+    out: dict[str, Any] = {}
+    for sample in batch:
+        n_patches = {len(v) for v in sample.values() if isinstance(v, list)}
+        if len(n_patches) > 1:
+            raise ValueError(f"sample list values have different lengths {sorted(n_patches)}")
+        n_patches = n_patches.pop() if n_patches else 1
+        for key in batch[0]:
+            value = sample[key]
+            values = value if isinstance(value, list) else [value] * n_patches
+            out.setdefault(key, []).extend(values)
+    collated = {}
+    for key, values in out.items():
+        if key == "norm_meta":
+            meta = _collate_norm_meta(values)
+            if meta is not None:
+                collated[key] = meta
+        else:
+            collated[key] = collate_meta_tensor(values)
+    return collated
+
+
+def _scatter_channels(
+    channel_names: Sequence[str], patch: Tensor, norm_meta: Sequence[dict | None] | dict | None
+) -> dict[str, Tensor | dict]:
+    """Split ``(B, C, ...)`` into ``{name: (B, 1, ...)}`` and attach collated ``norm_meta``.
+
+    ``norm_meta`` may be a list of per-sample dicts (collated here), an already collated dict, or
+    ``None`` / a list of ``None`` (then the key is omitted).
+    """
+    if patch.shape[1] != len(channel_names):
+        raise ValueError(f"patch has {patch.shape[1]} channels but {len(channel_names)} names: {list(channel_names)}")
+    channels: dict[str, Tensor | dict] = {name: patch[:, i : i + 1] for i, name in enumerate(channel_names)}
+    if isinstance(norm_meta, (list, tuple)):
+        norm_meta = _collate_norm_meta(norm_meta)
+    if norm_meta is not None:
+        channels["norm_meta"] = norm_meta
+    return channels
+
+
+def _gather_channels(patch_channels: dict[str, Tensor | dict]) -> Tensor:
+    """Concatenate every value but ``norm_meta`` along dim 1, in dict order."""
+    return torch.cat([value for key, value in patch_channels.items() if key != "norm_meta"], dim=1)
+
+
+def _transform_channel_wise(
+    transform: Callable[[dict], dict],
+    channel_names: Sequence[str],
+    patch: Tensor,
+    norm_meta: Sequence[dict | None] | dict | None,
+) -> Tensor:
+    """Apply a dictionary transform to a ``(B, C, ...)`` patch with one key per channel.
+
+    The transform must return exactly the channel keys (plus ``norm_meta`` if it was given).
+    """
+    transformed = transform(_scatter_channels(channel_names, patch, norm_meta))
+    return _gather_channels({name: transformed[name] for name in channel_names})
+
+
+def _read_norm_meta(position: Any) -> dict | None:
+    """Read an iohub Position's normalisation statistics (see :mod:`viscy_data.norm_meta`)."""
+    return read_norm_meta(position.zattrs)
