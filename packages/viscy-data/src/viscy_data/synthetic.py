@@ -1,0 +1,372 @@
+"""Write small synthetic HCS OME-Zarr plates with moving, dividing, tracked cells.
+
+The plate is meant for tests, demos and benchmarks: it is deterministic from a seed, writes in about a
+second at the default size, and carries everything the loaders read:
+
+- images ``(T, C, Z, Y, X)`` in array ``"0"`` of every FOV: a phase-like channel (textured blobs,
+  darker rim, in focus at the middle slice) and a fluorescence reporter that is dim and diffuse over
+  the cell before infection and bright and nucleus-sized after the well's infection onset;
+- per-FOV tracks CSVs (``track_id, t, y, x, id, parent_track_id, parent_id``) with divisions and
+  cells close to the borders;
+- normalisation statistics (:mod:`viscy_data.norm_meta` format) on every FOV and on the plate;
+- ground truth in :attr:`SyntheticPlate.annotations`: infection state and division.
+
+Lineage conventions (those of ultrack): ``id`` is unique per detection within a FOV; ``parent_id`` is
+the id of the previous detection of the same lineage (the mother's last detection for a daughter's
+first row, -1 for roots); ``parent_track_id`` is the mother's track id for daughters, -1 for roots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from viscy_data._typing import INDEX_COLUMNS, LABEL_CELL_DIVISION_STATE, LABEL_INFECTION_STATE
+from viscy_data.norm_meta import NORM_META_KEY, compute_statistics, merge_norm_meta
+
+__all__ = ["TRACKS_COLUMNS", "SyntheticPlate", "write_synthetic_plate"]
+
+#: columns of the per-FOV tracks CSVs, in order
+TRACKS_COLUMNS = ["track_id", "t", "y", "x", "id", "parent_track_id", "parent_id"]
+
+#: radius (pixels) of a synthetic cell
+CELL_RADIUS = 7.0
+#: minimum number of frames a track lives before it may divide again
+MIN_CYCLE_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class SyntheticPlate:
+    """A plate written by :func:`write_synthetic_plate`.
+
+    Attributes
+    ----------
+    store_path : pathlib.Path
+        The OME-Zarr plate.
+    tracks_path : pathlib.Path
+        Root of the tracks layout ``<tracks_path>/<row>/<col>/<fov>/tracks.csv``.
+    channel_names : tuple of str
+        Channel names, phase-like first.
+    fov_names : tuple of str
+        FOV names, e.g. ``"A/1/0"``.
+    annotations : pandas.DataFrame
+        One row per detection: ``fov_name, track_id, t, id, parent_track_id, parent_id, z, y, x,
+        infection_state, division`` (``infection_state`` per ``LABEL_INFECTION_STATE``,
+        ``division`` per ``LABEL_CELL_DIVISION_STATE``: 1 when the cell divides within one frame).
+    shape : tuple of int
+        Shape ``(T, C, Z, Y, X)`` of every FOV's image array.
+    """
+
+    store_path: Path
+    tracks_path: Path
+    channel_names: tuple[str, ...]
+    fov_names: tuple[str, ...]
+    annotations: pd.DataFrame
+    shape: tuple[int, int, int, int, int]
+
+    def tracks_csv(self, fov_name: str) -> Path:
+        """Path of the tracks CSV of FOV ``fov_name`` (e.g. ``"A/1/0"``)."""
+        return self.tracks_path / fov_name / "tracks.csv"
+
+    def write_annotation_csv(self, path: str | Path) -> Path:
+        """Write :attr:`annotations` as a CSV (the classification annotation format) and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.annotations.to_csv(path, index=False)
+        return path
+
+
+def _simulate_tracks(
+    rng: np.random.Generator,
+    n_timepoints: int,
+    yx_size: tuple[int, int],
+    n_cells: int,
+    division_probability: float,
+) -> pd.DataFrame:
+    """Random-walk cells with divisions; returns one row per detection (lineage columns included).
+
+    The first cell starts a few pixels from a border so that every FOV has border cases.
+    """
+    height, width = yx_size
+    margin = CELL_RADIUS + 2
+    pos = rng.uniform([margin, margin], [height - margin, width - margin], size=(n_cells, 2))
+    if n_cells:
+        pos[0] = (rng.uniform(2.0, 5.0), rng.uniform(margin, width - margin))
+    vel = rng.normal(0.0, 0.8, size=(n_cells, 2))
+    track_ids = np.arange(n_cells)
+    parent_tracks = np.full(n_cells, -1)
+    last_ids = np.full(n_cells, -1)  # id of each live track's previous detection
+    ages = rng.integers(0, MIN_CYCLE_FRAMES, size=n_cells)
+    next_track, next_id = n_cells, 0
+    frames = []
+    for t in range(n_timepoints):
+        if t > 0:
+            divides = (ages >= MIN_CYCLE_FRAMES) & (rng.random(len(track_ids)) < division_probability)
+            if divides.any():
+                # each dividing mother ends; two daughters start on either side of it
+                mothers = np.flatnonzero(divides)
+                offset = rng.normal(0.0, 1.0, size=(len(mothers), 2))
+                offset *= (CELL_RADIUS * 0.6) / np.linalg.norm(offset, axis=1, keepdims=True).clip(1e-6)
+                d_pos = np.concatenate([pos[mothers] + offset, pos[mothers] - offset])
+                d_vel = np.concatenate([vel[mothers] + offset * 0.2, vel[mothers] - offset * 0.2])
+                n_new = 2 * len(mothers)
+                keep = ~divides
+                pos = np.concatenate([pos[keep], d_pos])
+                vel = np.concatenate([vel[keep], d_vel])
+                parent_tracks = np.concatenate([parent_tracks[keep], np.tile(track_ids[mothers], 2)])
+                last_ids = np.concatenate([last_ids[keep], np.tile(last_ids[mothers], 2)])
+                ages = np.concatenate([ages[keep], np.zeros(n_new, dtype=ages.dtype)])
+                track_ids = np.concatenate([track_ids[keep], np.arange(next_track, next_track + n_new)])
+                next_track += n_new
+            vel = 0.8 * vel + rng.normal(0.0, 0.5, size=vel.shape)
+            pos = pos + vel
+            # cells stay inside the field of view (reflect at the borders)
+            limits = np.array([height - 1.0, width - 1.0])
+            pos = np.abs(pos)
+            pos = np.where(pos > limits, 2 * limits - pos, pos).clip(0.0, limits)
+        ids = np.arange(next_id, next_id + len(track_ids))
+        next_id += len(track_ids)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "track_id": track_ids,
+                    "t": t,
+                    "y": pos[:, 0].round(2),
+                    "x": pos[:, 1].round(2),
+                    "id": ids,
+                    "parent_track_id": parent_tracks,
+                    "parent_id": last_ids,
+                }
+            )
+        )
+        last_ids = ids
+        ages = ages + 1
+    tracks = pd.concat(frames, ignore_index=True)
+    # parent_track_id is a property of the whole track; only its first row links to the mother's detection
+    return tracks[TRACKS_COLUMNS]
+
+
+def _division_labels(tracks: pd.DataFrame) -> np.ndarray:
+    """1 for detections within one frame of a division (mother's last frame, daughters' first two)."""
+    daughters = tracks[tracks["parent_track_id"] >= 0]
+    birth = daughters.groupby("track_id")["t"].min()
+    mother_end = tracks.groupby("track_id")["t"].max()
+    division_t = pd.Series(birth.to_numpy(), index=daughters.groupby("track_id")["parent_track_id"].first().to_numpy())
+    division_t = division_t[~division_t.index.duplicated()]
+    near = np.zeros(len(tracks), dtype=bool)
+    # daughters: first frame and the one after
+    first = tracks["track_id"].map(birth)
+    near |= first.notna().to_numpy() & (tracks["t"].to_numpy() - first.fillna(-10).to_numpy() <= 1)
+    # mothers: their last frame (the frame before the daughters appear)
+    is_mother = tracks["track_id"].isin(division_t.index).to_numpy()
+    near |= is_mother & (tracks["t"].to_numpy() == tracks["track_id"].map(mother_end).to_numpy())
+    return np.where(near, LABEL_CELL_DIVISION_STATE["mitosis"], LABEL_CELL_DIVISION_STATE["interphase"])
+
+
+def _render_fov(
+    rng: np.random.Generator,
+    tracks: pd.DataFrame,
+    infected: np.ndarray,
+    dividing: np.ndarray,
+    n_timepoints: int,
+    n_channels: int,
+    z_size: int,
+    yx_size: tuple[int, int],
+) -> np.ndarray:
+    """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV (vectorised over cells and pixels)."""
+    height, width = yx_size
+    yy, xx = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+    z = np.arange(z_size, dtype=np.float32)
+    focus = np.exp(-((z - (z_size - 1) / 2) ** 2) / (2 * max(z_size / 3, 0.5) ** 2))  # (Z,)
+    images = np.empty((n_timepoints, n_channels, z_size, height, width), dtype=np.float32)
+    t_col = tracks["t"].to_numpy()
+    # per-cell texture orientation and phase, fixed for a track
+    track_codes = tracks["track_id"].to_numpy()
+    texture_rng = np.random.default_rng(rng.integers(1 << 31))
+    angles = texture_rng.uniform(0, np.pi, size=track_codes.max() + 1 if len(track_codes) else 1)
+    for t in range(n_timepoints):
+        rows = np.flatnonzero(t_col == t)
+        cy = tracks["y"].to_numpy()[rows, None, None].astype(np.float32)
+        cx = tracks["x"].to_numpy()[rows, None, None].astype(np.float32)
+        dy, dx = yy[None] - cy, xx[None] - cx
+        r2 = dy**2 + dx**2
+        # mitotic cells round up: smaller and brighter
+        radius = np.where(dividing[rows], CELL_RADIUS * 0.75, CELL_RADIUS).astype(np.float32)[:, None, None]
+        body = np.exp(-r2 / (2 * (radius / 1.6) ** 2))
+        rim = np.exp(-((np.sqrt(r2) - radius) ** 2) / 2.0)
+        angle = angles[track_codes[rows]][:, None, None]
+        texture = 1.0 + 0.3 * np.cos(0.9 * (dy * np.cos(angle) + dx * np.sin(angle)))
+        gain = np.where(dividing[rows], 1.5, 1.0)[:, None, None]
+        phase = (gain * body * texture - 0.4 * rim).sum(axis=0)
+        inf = infected[rows][:, None, None]
+        nucleus = np.exp(-r2 / (2 * (radius / 4.0) ** 2))
+        reporter = np.where(inf, 3.0 * nucleus, 0.35 * body).sum(axis=0)
+        images[t, 0] = focus[:, None, None] * phase
+        for c in range(1, n_channels):
+            images[t, c] = (0.5 + 0.5 * focus[:, None, None]) * reporter + 0.1
+    images += rng.normal(0.0, 0.05, size=images.shape).astype(np.float32)
+    return images
+
+
+def _to_dtype(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(images * 1000.0 + 500.0), info.min, info.max).astype(dtype)
+    return images.astype(dtype)
+
+
+def write_synthetic_plate(
+    path: str | Path,
+    *,
+    wells: Sequence[str] = ("A/1", "A/2", "B/1", "B/2"),
+    fovs_per_well: int = 1,
+    n_timepoints: int = 8,
+    z_size: int = 4,
+    yx_size: tuple[int, int] = (128, 128),
+    cells_per_fov: int = 6,
+    channel_names: Sequence[str] = ("Phase3D", "GFP"),
+    infected_wells: Sequence[str] = ("B/1", "B/2"),
+    infection_onset: int = 4,
+    division_probability: float = 0.08,
+    seed: int = 0,
+    version: str = "0.4",
+    tracks_path: str | Path | None = None,
+    write_norm_meta: bool = True,
+    dtype: str | np.dtype = "float32",
+    chunks: tuple[int, ...] | None = None,
+) -> SyntheticPlate:
+    """Write a synthetic HCS plate with tracked, dividing cells and a per-well infection.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Where the plate (``*.zarr``) is written; an existing store is replaced.
+    wells : sequence of str, default ("A/1", "A/2", "B/1", "B/2")
+        Well names ``"<row>/<col>"``.
+    fovs_per_well : int, default 1
+        FOVs per well, named ``"0"``, ``"1"``, ...
+    n_timepoints : int, default 8
+        Number of frames T.
+    z_size : int, default 4
+        Number of Z slices; cells are in focus in the middle.
+    yx_size : tuple of int, default (128, 128)
+        Image height and width.
+    cells_per_fov : int, default 6
+        Cells at the first frame (divisions add more).
+    channel_names : sequence of str, default ("Phase3D", "GFP")
+        The first is the phase-like channel, every other one shows the infection reporter.
+    infected_wells : sequence of str, default ("B/1", "B/2")
+        Wells whose cells are infected from ``infection_onset`` on (names not in ``wells`` are ignored).
+    infection_onset : int, default 4
+        First infected frame.
+    division_probability : float, default 0.08
+        Probability per frame that a cell (at least 3 frames old) divides.
+    seed : int, default 0
+        Everything (tracks, textures, noise) is a function of it.
+    version : {"0.4", "0.5"}, default "0.4"
+        OME-NGFF version: 0.4 is zarr v2, 0.5 is zarr v3.
+    tracks_path : str or pathlib.Path, optional
+        Root of the tracks CSV layout; default: inside the plate, ``<store>/<row>/<col>/<fov>/tracks.csv``.
+    write_norm_meta : bool, default True
+        Write ``normalization`` attributes (FOV: dataset/FOV/timepoint statistics, plate: dataset/timepoint).
+    dtype : str or numpy.dtype, default "float32"
+        Stored dtype; integer dtypes store ``round(1000 * value + 500)``.
+    chunks : tuple of int, optional
+        Chunk shape of the image arrays (iohub's default when None).
+
+    Returns
+    -------
+    SyntheticPlate
+        Paths, names, image shape and ground-truth annotations.
+    """
+    from iohub.ngff import open_ome_zarr
+
+    if version not in ("0.4", "0.5"):
+        raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
+    channel_names = tuple(channel_names)
+    if not channel_names:
+        raise ValueError("channel_names must name at least one channel")
+    for well in wells:
+        if len(well.split("/")) != 2:
+            raise ValueError(f"well name {well!r} should look like 'A/1'")
+    dtype = np.dtype(dtype)
+    store_path = Path(path)
+    tracks_root = store_path if tracks_path is None else Path(tracks_path)
+    yx_size = (int(yx_size[0]), int(yx_size[1]))
+    shape = (n_timepoints, len(channel_names), z_size, *yx_size)
+
+    fov_names, tables, images = [], [], []
+    for well in wells:
+        for f in range(fovs_per_well):
+            fov_name = f"{well}/{f}"
+            rng = np.random.default_rng([seed, len(fov_names)])
+            tracks = _simulate_tracks(rng, n_timepoints, yx_size, cells_per_fov, division_probability)
+            infected = (well in infected_wells) & (tracks["t"].to_numpy() >= infection_onset)
+            division = _division_labels(tracks)
+            images.append(
+                _to_dtype(
+                    _render_fov(
+                        rng, tracks, infected, division.astype(bool), n_timepoints, len(channel_names), z_size, yx_size
+                    ),
+                    dtype,
+                )
+            )
+            annotation = tracks.assign(
+                fov_name=fov_name,
+                z=z_size // 2,
+                infection_state=np.where(
+                    infected, LABEL_INFECTION_STATE["infected"], LABEL_INFECTION_STATE["uninfected"]
+                ),
+                division=division,
+            )
+            tables.append(annotation)
+            fov_names.append(fov_name)
+
+    norm = _norm_meta(images, channel_names) if write_norm_meta else None
+    with open_ome_zarr(store_path, layout="hcs", mode="w", channel_names=list(channel_names), version=version) as plate:
+        for i, (fov_name, image) in enumerate(zip(fov_names, images)):
+            row, col, fov = fov_name.split("/")
+            position = plate.create_position(row, col, fov)
+            position.create_image("0", image, chunks=chunks)
+            if norm is not None:
+                position.zattrs[NORM_META_KEY] = merge_norm_meta(None, norm["fovs"][i])
+        if norm is not None:
+            plate.zattrs[NORM_META_KEY] = merge_norm_meta(None, norm["plate"])
+
+    for fov_name, table in zip(fov_names, tables):
+        csv = tracks_root / fov_name / "tracks.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        table[TRACKS_COLUMNS].to_csv(csv, index=False)
+
+    annotations = pd.concat(tables, ignore_index=True)[[*INDEX_COLUMNS, "infection_state", "division"]]
+    return SyntheticPlate(
+        store_path=store_path,
+        tracks_path=tracks_root,
+        channel_names=channel_names,
+        fov_names=tuple(fov_names),
+        annotations=annotations,
+        shape=shape,
+    )
+
+
+def _norm_meta(images: list[np.ndarray], channel_names: tuple[str, ...]) -> dict:
+    """Statistics per FOV and for the plate, in the layout ``merge_norm_meta`` takes."""
+    stack = np.stack(images)  # (FOV, T, C, Z, Y, X)
+    plate_level = {}
+    for c, name in enumerate(channel_names):
+        plate_level[name] = {
+            "dataset_statistics": compute_statistics(stack[:, :, c]),
+            "timepoint_statistics": {str(t): compute_statistics(stack[:, t, c]) for t in range(stack.shape[1])},
+        }
+    fovs = [
+        {
+            name: {**plate_level[name], "fov_statistics": compute_statistics(image[:, c])}
+            for c, name in enumerate(channel_names)
+        }
+        for image in images
+    ]
+    return {"plate": plate_level, "fovs": fovs}

@@ -1,0 +1,164 @@
+import numpy as np
+import pandas as pd
+import pytest
+from iohub.ngff import open_ome_zarr
+
+from viscy_data.norm_meta import compute_statistics, read_norm_meta
+from viscy_data.synthetic import TRACKS_COLUMNS, write_synthetic_plate
+
+
+def _read_all(store):
+    with open_ome_zarr(store, mode="r") as plate:
+        return {name: pos["0"].numpy() for name, pos in plate.positions()}
+
+
+def test_plate_opens_with_iohub(synthetic_plate):
+    with open_ome_zarr(synthetic_plate.store_path, mode="r", layout="hcs") as plate:
+        assert plate.channel_names == ["Phase3D", "GFP"]
+        names = [name for name, _ in plate.positions()]
+        assert tuple(names) == synthetic_plate.fov_names == ("A/1/0", "A/2/0", "B/1/0", "B/2/0")
+        for _, pos in plate.positions():
+            assert pos["0"].shape == synthetic_plate.shape == (8, 2, 4, 128, 128)
+            assert pos["0"].dtype == np.float32
+
+
+def test_deterministic_from_seed(tmp_path):
+    kw = dict(wells=("A/1", "B/1"), n_timepoints=4, yx_size=(48, 64), cells_per_fov=3, z_size=2)
+    a = write_synthetic_plate(tmp_path / "a.zarr", seed=3, **kw)
+    b = write_synthetic_plate(tmp_path / "b.zarr", seed=3, **kw)
+    c = write_synthetic_plate(tmp_path / "c.zarr", seed=4, **kw)
+    pd.testing.assert_frame_equal(a.annotations, b.annotations)
+    ia, ib, ic = _read_all(a.store_path), _read_all(b.store_path), _read_all(c.store_path)
+    for name in ia:
+        np.testing.assert_array_equal(ia[name], ib[name])
+        assert not np.array_equal(ia[name], ic[name])
+    assert not a.annotations[["y", "x"]].equals(c.annotations[["y", "x"]])
+
+
+def test_tracks_csv_layout_and_types(synthetic_plate):
+    for fov in synthetic_plate.fov_names:
+        csv = synthetic_plate.store_path / fov / "tracks.csv"
+        assert csv == synthetic_plate.tracks_csv(fov)
+        tracks = pd.read_csv(csv)
+        assert list(tracks.columns) == TRACKS_COLUMNS
+        assert tracks["y"].dtype == np.float64 and tracks["track_id"].dtype == np.int64
+        expected = synthetic_plate.annotations.query("fov_name == @fov")[TRACKS_COLUMNS].reset_index(drop=True)
+        pd.testing.assert_frame_equal(tracks, expected)
+
+
+def test_lineage_is_valid(plate_v04):
+    ann = plate_v04.annotations
+    assert (ann["parent_track_id"] >= 0).any(), "the default plate should contain divisions"
+    for fov, tracks in ann.groupby("fov_name"):
+        assert tracks["id"].is_unique
+        id_t = tracks.set_index("id")["t"]
+        first = tracks.sort_values("t").groupby("track_id").head(1)
+        rest = tracks.drop(first.index)
+        # within a track, parent_id is the previous detection of the same track
+        prev = tracks.sort_values(["track_id", "t"]).groupby("track_id")["id"].shift(1)
+        assert (rest["parent_id"] == prev.loc[rest.index]).all()
+        assert (rest["t"] - id_t.loc[rest["parent_id"]].to_numpy() == 1).all()
+        roots = first[first["parent_track_id"] < 0]
+        assert (roots["parent_id"] == -1).all()
+        daughters = first[first["parent_track_id"] >= 0]
+        mother_end = tracks.groupby("track_id")["t"].max()
+        for mother, sisters in daughters.groupby("parent_track_id"):
+            assert len(sisters) == 2, f"{fov}: track {mother} should have 2 daughters"
+            assert (sisters["t"] == mother_end[mother] + 1).all()
+            mother_last = tracks[(tracks["track_id"] == mother) & (tracks["t"] == mother_end[mother])]["id"].item()
+            assert (sisters["parent_id"] == mother_last).all()
+        # every track is contiguous in time
+        span = tracks.groupby("track_id")["t"].agg(["min", "max", "count"])
+        assert (span["max"] - span["min"] + 1 == span["count"]).all()
+
+
+def test_positions_in_image_and_border_cells(plate_v04):
+    ann = plate_v04.annotations
+    _, _, _, h, w = plate_v04.shape
+    assert ann["y"].between(0, h - 1).all() and ann["x"].between(0, w - 1).all()
+    near_border = (ann["y"] < 8) | (ann["x"] < 8) | (ann["y"] > h - 9) | (ann["x"] > w - 9)
+    assert near_border.groupby(ann["fov_name"]).any().all()
+
+
+def test_labels_match_pixels(plate_v04):
+    ann = plate_v04.annotations
+    images = _read_all(plate_v04.store_path)
+    zc = plate_v04.shape[2] // 2
+    y = ann["y"].round().astype(int).to_numpy()
+    x = ann["x"].round().astype(int).to_numpy()
+    t = ann["t"].to_numpy()
+    gfp = np.array([images[f][ti, 1, zc, yi, xi] for f, ti, yi, xi in zip(ann["fov_name"], t, y, x)])
+    phase = np.array([images[f][ti, 0, zc, yi, xi] for f, ti, yi, xi in zip(ann["fov_name"], t, y, x)])
+    infected = ann["infection_state"].to_numpy() == 1
+    assert infected.any() and (~infected).any()
+    # infection is per well and starts at the onset
+    assert set(ann.loc[infected, "fov_name"].str[:3]) <= {"B/1", "B/2"}
+    assert (ann.loc[infected, "t"] >= 4).all()
+    assert ((ann["fov_name"].str[:3].isin(["B/1", "B/2"])) & (ann["t"] >= 4)).eq(infected).all()
+    # a bright nuclear reporter after infection, dim before (isolated cells: overlaps can add up)
+    assert np.median(gfp[infected]) > 2.0 > 0.6 > np.median(gfp[~infected])
+    # cells are visible in phase against a ~0 background
+    assert np.median(phase) > 0.5
+    background = images["A/1/0"][0, 0, zc, :3, -3:]
+    assert abs(float(background.mean())) < 0.2
+    division = ann["division"].to_numpy() == 1
+    assert division.any()
+    assert np.median(phase[division]) > np.median(phase[~division])
+
+
+def test_norm_meta_matches_data(synthetic_plate):
+    images = _read_all(synthetic_plate.store_path)
+    with open_ome_zarr(synthetic_plate.store_path, mode="r") as plate:
+        plate_meta = read_norm_meta(plate.zattrs)
+        assert set(plate_meta["GFP"]) == {"dataset_statistics", "timepoint_statistics"}
+        stacked = np.stack(list(images.values()))
+        expected = compute_statistics(stacked[:, :, 1])
+        assert plate_meta["GFP"]["dataset_statistics"]["mean"].item() == pytest.approx(expected["mean"], rel=1e-5)
+        for name, pos in plate.positions():
+            meta = read_norm_meta(pos.zattrs)
+            fov = compute_statistics(images[name][:, 0])
+            assert meta["Phase3D"]["fov_statistics"]["std"].item() == pytest.approx(fov["std"], rel=1e-5)
+            t3 = compute_statistics(stacked[:, 3, 0])
+            stored = meta["Phase3D"]["timepoint_statistics"]["3"]["median"].item()
+            assert stored == pytest.approx(t3["median"], rel=1e-5)
+
+
+def test_options_external_tracks_uint16_no_meta(tmp_path):
+    plate = write_synthetic_plate(
+        tmp_path / "p.zarr",
+        wells=("C/3",),
+        infected_wells=(),
+        fovs_per_well=2,
+        n_timepoints=3,
+        z_size=1,
+        yx_size=(40, 32),
+        channel_names=("Phase3D", "GFP", "RFP"),
+        tracks_path=tmp_path / "tracks",
+        write_norm_meta=False,
+        dtype="uint16",
+        version="0.5",
+    )
+    assert plate.fov_names == ("C/3/0", "C/3/1")
+    assert (tmp_path / "tracks" / "C/3/1" / "tracks.csv").is_file()
+    assert not (tmp_path / "p.zarr" / "C/3/1" / "tracks.csv").exists()
+    with open_ome_zarr(plate.store_path, mode="r") as p:
+        assert read_norm_meta(p.zattrs) is None
+        for _, pos in p.positions():
+            assert pos["0"].dtype == np.uint16 and pos["0"].shape == (3, 3, 1, 40, 32)
+            assert read_norm_meta(pos.zattrs) is None
+    assert (plate.annotations["infection_state"] == 0).all()
+    out = plate.write_annotation_csv(tmp_path / "ann" / "a.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(out), plate.annotations)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(version="0.3"), "version"),
+        (dict(wells=("A1",), infected_wells=()), "A1"),
+        (dict(channel_names=()), "channel"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        write_synthetic_plate(tmp_path / "p.zarr", **kwargs)
