@@ -1,0 +1,266 @@
+"""Batched random 3-D affine transform with one geometry per sample shared by all keys."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import MapTransform
+
+from viscy_transforms._checks import check_ndim, check_same_batch
+from viscy_transforms._random import BatchRandomizable
+
+__all__ = ["BatchedRandAffined", "affine_resample", "parse_axis_ranges"]
+
+MODES = ("bilinear", "nearest")
+# Shear coefficient order: M[row, column] displaces axis ``row`` in proportion to axis ``column``.
+SHEAR_PAIRS = ((0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _is_pair(value) -> bool:
+    is_seq = isinstance(value, Sequence) and not isinstance(value, str)
+    return is_seq and len(value) == 2 and all(map(_is_number, value))
+
+
+def parse_axis_ranges(
+    value, name: str, n_axes: int, identity: float, units: str, isotropic_pair: bool = False
+) -> tuple[np.ndarray, bool]:
+    """Normalise a per-axis range argument to an ``(n_axes, 2)`` array of ``(min, max)``.
+
+    Accepted forms: ``None`` (identity on every axis); a scalar ``s`` (``identity -/+ |s|`` on every axis);
+    a sequence of ``n_axes`` entries, each a scalar (as above, for that axis) or a ``(min, max)`` pair; and,
+    when ``isotropic_pair``, a ``(min, max)`` pair of scalars drawn once for all axes.
+
+    Parameters
+    ----------
+    value : None, float or sequence
+        The argument as given by the user.
+    name : str
+        Argument name for error messages.
+    n_axes : int
+        Number of per-axis entries.
+    identity : float
+        Value meaning "no change" (0 for angles and shifts, 1 for scale factors).
+    units : str
+        Description of units and accepted forms for error messages.
+    isotropic_pair : bool
+        Whether a bare ``(min, max)`` pair means one isotropic draw.
+
+    Returns
+    -------
+    ranges : numpy.ndarray
+        ``(n_axes, 2)`` float64 array of ``(min, max)``.
+    isotropic : bool
+        Whether one value is drawn for all axes.
+    """
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    error = ValueError(f"{name} ({units}) got {value!r}.")
+    if value is None:
+        return np.full((n_axes, 2), identity, dtype=np.float64), False
+    if _is_number(value):
+        return np.tile([identity - abs(value), identity + abs(value)], (n_axes, 1)).astype(np.float64), False
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise error
+    if isotropic_pair and _is_pair(value) and n_axes != 2:
+        return np.tile(sorted(float(v) for v in value), (n_axes, 1)), True
+    if len(value) != n_axes:
+        raise error
+    rows = []
+    for entry in value:
+        if isinstance(entry, np.ndarray):
+            entry = entry.tolist()
+        if _is_number(entry):
+            rows.append([identity - abs(entry), identity + abs(entry)])
+        elif _is_pair(entry):
+            rows.append(sorted(float(v) for v in entry))
+        else:
+            raise error
+    ranges = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(ranges).all():
+        raise error
+    return ranges, False
+
+
+def _centred_to_normalised(spatial: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Homogeneous diagonal mapping centred voxel coordinates (Z, Y, X) to grid_sample's [-1, 1] (MONAI style)."""
+    scale = [2.0 / max(2, s) for s in spatial] + [1.0]
+    return torch.diag(torch.tensor(scale, dtype=dtype, device=device))
+
+
+def affine_resample(
+    img: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """Resample each sample of a ``(B, C, Z, Y, X)`` batch through its own affine matrix.
+
+    Parameters
+    ----------
+    img : torch.Tensor
+        Batch ``(B, C, Z, Y, X)``.
+    matrix : torch.Tensor
+        ``(B, 4, 4)`` (or ``(4, 4)``) homogeneous matrices mapping an output voxel's centred (Z, Y, X) coordinate
+        to the input coordinate it samples, the convention of MONAI ``Affine(affine=...)``.
+    mode : str
+        ``"bilinear"`` or ``"nearest"``.
+    padding_mode : str
+        ``grid_sample`` padding for points outside the input: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Returns
+    -------
+    torch.Tensor
+        Resampled batch, same shape, dtype and device.
+    """
+    check_ndim(img, (5,), "affine_resample")
+    spatial = img.shape[2:]
+    work = torch.float64
+    matrix = matrix.to(device=img.device, dtype=work).expand(img.shape[0], 4, 4)
+    to_norm = _centred_to_normalised(spatial, work, img.device)
+    reverse = torch.eye(4, dtype=work, device=img.device)[[2, 1, 0, 3]]  # ZYX <-> XYZ
+    theta = reverse @ to_norm @ matrix @ torch.linalg.inv(to_norm) @ reverse
+    grid_dtype = img.dtype if img.is_floating_point() else torch.float32
+    grid = F.affine_grid(theta[:, :3].to(grid_dtype), list(img.shape), align_corners=False)
+    out = F.grid_sample(img.to(grid_dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    return out.to(img.dtype)
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """``(N, 3)`` angles about Z, Y, X (radians) to ``(N, 3, 3)`` rotations in (Z, Y, X) coordinates."""
+    n = angles.shape[0]
+    out = torch.eye(3, dtype=angles.dtype, device=angles.device).expand(n, 3, 3)
+    for axis in range(3):
+        j, k = [a for a in range(3) if a != axis]
+        cos, sin = torch.cos(angles[:, axis]), torch.sin(angles[:, axis])
+        rot = torch.eye(3, dtype=angles.dtype, device=angles.device).repeat(n, 1, 1)
+        rot[:, j, j], rot[:, j, k], rot[:, k, j], rot[:, k, k] = cos, -sin, sin, cos
+        out = out @ rot
+    return out
+
+
+class BatchedRandAffined(MapTransform, BatchRandomizable):
+    """Random 3-D affine augmentation of ``(B, C, Z, Y, X)`` batches, one geometry per sample for all keys.
+
+    All ranges are in Z, Y, X order. A scalar means a symmetric range around "no change" on every axis; a
+    per-axis sequence may mix scalars (symmetric range for that axis) and ``(min, max)`` pairs. Values are drawn
+    uniformly and independently per selected sample. The forward transform is
+    ``translate @ rotate @ shear @ scale`` about the volume centre; points outside the input read 0.
+
+    Parameters
+    ----------
+    keys : str or sequence of str
+        Keys to transform (same batch size; the same geometry is applied to all of them).
+    prob : float
+        Per-sample probability of transforming.
+    rotate_range : float or sequence or None
+        Rotation angles in radians about Z, Y and X: a scalar (every axis), or 3 entries, each a scalar ``a``
+        (``U(-a, a)``) or a ``(min, max)`` pair. ``[pi, 0, 0]`` rotates in the YX plane.
+    shear_range : float or sequence or None
+        Shear angles in radians (the shear factor is their tangent): a scalar (every coefficient) or 6 entries
+        (scalars or pairs) for the coefficients ZY, ZX, YZ, YX, XZ, XY (row axis displaced along column axis).
+    translate_range : float or sequence or None
+        Maximum shift as a fraction of each axis' size, in [-1, 1]: a scalar or 3 entries (scalars or pairs).
+    scale_range : sequence or float or None
+        Absolute zoom factors (> 1 enlarges the content): a ``(min, max)`` pair drawn once for all axes
+        (isotropic), or 3 entries per axis, each a ``(min, max)`` pair or a scalar ``s`` meaning
+        ``U(1 - s, 1 + s)`` (MONAI's offset form); a bare scalar ``s`` is ``U(1 - s, 1 + s)`` per axis.
+    mode : str
+        Interpolation, ``"bilinear"`` or ``"nearest"``.
+    allow_missing_keys : bool
+        Skip keys absent from the dict instead of raising ``KeyError``.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str] | str,
+        prob: float = 0.1,
+        rotate_range: float | Sequence | None = None,
+        shear_range: float | Sequence | None = None,
+        translate_range: float | Sequence | None = None,
+        scale_range: float | Sequence | None = None,
+        mode: str = "bilinear",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        BatchRandomizable.__init__(self, prob)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        forms = "a scalar, or {n} entries each a scalar or a (min, max) pair"
+        self.rotate_range, _ = parse_axis_ranges(
+            rotate_range, "rotate_range", 3, 0.0, "radians about Z, Y, X; " + forms.format(n=3)
+        )
+        self.shear_range, _ = parse_axis_ranges(
+            shear_range, "shear_range", 6, 0.0, "radians for ZY, ZX, YZ, YX, XZ, XY; " + forms.format(n=6)
+        )
+        self.translate_range, _ = parse_axis_ranges(
+            translate_range, "translate_range", 3, 0.0, "fractions of Z, Y, X sizes in [-1, 1]; " + forms.format(n=3)
+        )
+        if np.abs(self.translate_range).max() > 1:
+            raise ValueError(
+                f"translate_range is a fraction of each axis' size and must lie in [-1, 1], got {translate_range!r}."
+            )
+        self.scale_range, self.isotropic_scale = parse_axis_ranges(
+            scale_range,
+            "scale_range",
+            3,
+            1.0,
+            "absolute zoom factors > 0: an isotropic (min, max) pair, or 3 entries (Z, Y, X) each a (min, max) "
+            "pair or a scalar s meaning (1 - s, 1 + s)",
+            isotropic_pair=True,
+        )
+        if self.scale_range.min() <= 0:
+            raise ValueError(f"scale_range gives absolute zoom factors, which must be > 0; got {scale_range!r}.")
+        self.mode = mode
+        self._mask: torch.Tensor | None = None
+        self._matrix: torch.Tensor | None = None
+
+    def _draw(self, ranges: np.ndarray, n: int, device: torch.device) -> torch.Tensor:
+        low = torch.as_tensor(ranges[:, 0], device=device, dtype=torch.float64)
+        high = torch.as_tensor(ranges[:, 1], device=device, dtype=torch.float64)
+        return low + (high - low) * self._rand((n, len(ranges)), device, dtype=torch.float64)
+
+    def randomize(self, data: torch.Tensor) -> None:
+        """Draw the per-sample decisions and sampling matrices (output -> input, centred voxels) for ``data``."""
+        n, device = data.shape[0], data.device
+        self._mask = self._coin(n, device)
+        angles = self._draw(self.rotate_range, n, device)
+        shear = torch.tan(self._draw(self.shear_range, n, device))
+        sizes = torch.tensor(data.shape[2:], dtype=torch.float64, device=device)
+        shift = self._draw(self.translate_range, n, device) * sizes
+        if self.isotropic_scale:
+            scale = self._draw(self.scale_range[:1], n, device).expand(n, 3)
+        else:
+            scale = self._draw(self.scale_range, n, device)
+        linear = torch.diag_embed(scale)
+        shear_matrix = torch.eye(3, dtype=torch.float64, device=device).repeat(n, 1, 1)
+        for i, (row, col) in enumerate(SHEAR_PAIRS):
+            shear_matrix[:, row, col] = shear[:, i]
+        linear = _rotation(angles) @ shear_matrix @ linear
+        forward = torch.eye(4, dtype=torch.float64, device=device).repeat(n, 1, 1)
+        forward[:, :3, :3] = linear
+        forward[:, :3, 3] = shift
+        self._matrix = torch.linalg.inv(forward)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        check_same_batch(d, keys, type(self).__name__)
+        for key in keys:
+            check_ndim(d[key], (5,), f"{type(self).__name__}[{key!r}]")
+        self.randomize(d[keys[0]])
+        selected = self._mask.nonzero().squeeze(1)
+        if selected.numel() == 0:
+            return d
+        matrix = self._matrix[selected]
+        with torch.no_grad():
+            for key in keys:
+                img = d[key]
+                warped = affine_resample(img[selected], matrix, mode=self.mode)
+                d[key] = img.clone().index_copy_(0, selected, warped)
+        return d
