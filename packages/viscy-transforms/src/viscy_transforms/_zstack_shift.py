@@ -14,7 +14,7 @@ __all__ = ["BatchedRandZStackShiftd"]
 
 
 class BatchedRandZStackShiftd(MapTransform, BatchRandomizable):
-    """Shift each selected sample along Z by a random integer ``k`` in ``[-max_shift, max_shift]``.
+    """Shift each selected sample along Z by a random non-zero integer ``k`` with ``|k| <= max_shift``.
 
     Content moves to higher Z for ``k > 0`` and to lower Z for ``k < 0``; vacated slices are filled with
     ``cval``. Decisions and shifts are per sample and shared by all keys (source and target stay aligned).
@@ -59,7 +59,12 @@ class BatchedRandZStackShiftd(MapTransform, BatchRandomizable):
         """Draw per-sample shifts (0 where not selected) for the batch ``data``."""
         n, device = data.shape[0], data.device
         mask = self._coin(n, device)
-        shift = self._randint(-self.max_shift, self.max_shift + 1, (n,), device)
+        # Non-zero shifts only, so that ``prob`` is the probability that a sample actually moves.
+        magnitude = (
+            self._randint(1, self.max_shift + 1, (n,), device) if self.max_shift else torch.zeros(n, device=device)
+        )
+        sign = torch.where(self._rand((n,), device) < 0.5, -1, 1)
+        shift = (magnitude * sign).long()
         self._shift = torch.where(mask, shift, torch.zeros_like(shift))
 
     def _apply(self, img: torch.Tensor) -> torch.Tensor:
