@@ -1,0 +1,104 @@
+"""Contrastive encoder: 3D stem, 2D timm backbone (ConvNeXt or ResNet), projection MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from viscy_models.components.backbones import create_timm_backbone
+from viscy_models.components.stems import StemDepthtoChannels
+from viscy_models.contrastive.projection import projection_mlp
+
+
+class ContrastiveEncoder(nn.Module):
+    """Encoder for contrastive learning of (B, C, Z, Y, X) cell patches; returns ``(embedding, projection)``.
+
+    A 3D stem folds Z into channels, a timm classification backbone (without its classifier) pools the
+    features into the embedding, and an MLP projects it for the contrastive loss.
+
+    Parameters
+    ----------
+    backbone : str
+        timm model: a ConvNeXt (``convnext_tiny``, ``convnextv2_tiny``) or a ResNet (``resnet50``).
+    in_channels : int
+        Input channels.
+    in_stack_depth : int
+        Input Z size.
+    stem_kernel_size, stem_stride : tuple of int
+        (Z, Y, X) kernel and stride of the stem; the stem's output depth must divide the backbone's stem
+        width (96 for ConvNeXt-tiny, 64 for ResNet-50).
+    embedding_dim : int
+        Hidden width of the projection MLP. As in the reference, it does *not* set the embedding width,
+        which is the backbone's feature width (``self.embedding_dim``: 768 for ConvNeXt-tiny, 2048 for
+        ResNet-50).
+    projection_dim : int
+        Width of the projection.
+    drop_path_rate : float
+        Stochastic depth of the backbone.
+    pretrained : bool
+        Load timm's ImageNet weights (needs network access).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        in_channels: int,
+        in_stack_depth: int,
+        stem_kernel_size: tuple[int, int, int] = (5, 4, 4),
+        stem_stride: tuple[int, int, int] = (5, 4, 4),
+        embedding_dim: int = 768,
+        projection_dim: int = 128,
+        drop_path_rate: float = 0.0,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        encoder = create_timm_backbone(backbone, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate)
+        if "convnext" in backbone:
+            in_channels_encoder = encoder.stem[0].out_channels
+            # The 2D patchify convolution is replaced by the 3D stem; its layer norm stays.
+            encoder.stem[0] = nn.Identity()
+            # ConvNeXt: the stem's stride, then three stride-2 stages.
+            self.total_stride = stem_stride[1] * 8
+        elif "resnet" in backbone:
+            in_channels_encoder = encoder.conv1.out_channels
+            encoder.conv1 = nn.Identity()
+            # ResNet: the stem's stride, the max-pool and three stride-2 stages.
+            self.total_stride = stem_stride[1] * 16
+        else:
+            raise ValueError(f"ContrastiveEncoder supports timm ConvNeXt and ResNet backbones, got {backbone!r}.")
+        self.stem = StemDepthtoChannels(in_channels, in_stack_depth, in_channels_encoder, stem_kernel_size, stem_stride)
+        self.encoder = encoder
+        self.embedding_dim = encoder.num_features
+        self.projection = projection_mlp(encoder.num_features, embedding_dim, projection_dim)
+        self.in_stack_depth = in_stack_depth
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the pooled embedding ``(B, num_features)`` and the projection ``(B, projection_dim)``."""
+        check_encoder_input(x, self.in_stack_depth, self.total_stride, "ContrastiveEncoder")
+        embedding = self.encoder(self.stem(x))
+        return embedding, self.projection(embedding)
+
+
+def check_encoder_input(x: torch.Tensor, in_stack_depth: int | None, total_stride: int, model: str) -> None:
+    """Raise a ValueError naming the expected shape unless ``x`` is a valid (B, C, Z, Y, X) encoder input.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Input batch.
+    in_stack_depth : int or None
+        Required Z size, or None for any.
+    total_stride : int
+        Total down-sampling; Y and X must be at least this large.
+    model : str
+        Model name for the message.
+    """
+    if x.ndim != 5:
+        raise ValueError(f"{model} expects (B, C, Z, Y, X) input, got shape {tuple(x.shape)}.")
+    if in_stack_depth is not None and x.shape[2] != in_stack_depth:
+        raise ValueError(f"{model} expects Z = in_stack_depth = {in_stack_depth}, got shape {tuple(x.shape)}.")
+    if min(x.shape[-2:]) < total_stride:
+        raise ValueError(
+            f"{model} down-samples Y and X by {total_stride}: they must be at least {total_stride}, "
+            f"got shape {tuple(x.shape)}."
+        )

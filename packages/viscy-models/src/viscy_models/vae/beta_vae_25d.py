@@ -1,0 +1,247 @@
+"""2.5D beta-VAE: 3D stem and timm backbone encoder, pixel-shuffle residual decoder, pixel-to-voxel head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Literal
+
+import torch
+from torch import nn
+
+from viscy_models.components.backbones import create_timm_backbone, feature_reduction
+from viscy_models.components.decoders import VaeUpStage
+from viscy_models.components.heads import PixelToVoxelHead
+from viscy_models.components.stems import StemDepthtoChannels
+from viscy_models.components.validation import check_divisible
+
+
+class VaeEncoder(nn.Module):
+    """Stem + timm ``features_only`` backbone, global average pooling, then linear mean and log-variance.
+
+    Parameters
+    ----------
+    backbone : str
+        timm ResNet or ConvNeXt name.
+    in_channels, in_stack_depth : int
+        Input channels and Z size.
+    latent_dim : int
+        Latent dimension.
+    stem_kernel_size, stem_stride : sequence of int
+        (Z, Y, X) kernel and stride of the 3D stem.
+    drop_path_rate : float
+        Stochastic depth of the backbone.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        in_channels: int,
+        in_stack_depth: int,
+        latent_dim: int,
+        stem_kernel_size: Sequence[int],
+        stem_stride: Sequence[int],
+        drop_path_rate: float,
+    ) -> None:
+        super().__init__()
+        encoder = create_timm_backbone(backbone, pretrained=False, features_only=True, drop_path_rate=drop_path_rate)
+        num_channels = encoder.feature_info.channels()
+        if "convnext" in backbone:
+            encoder.stem_0 = nn.Identity()
+        elif "resnet" in backbone:
+            encoder.conv1 = nn.Identity()
+        else:
+            raise ValueError(f"BetaVae25D supports timm ResNet and ConvNeXt backbones, got {backbone!r}.")
+        self.stem = StemDepthtoChannels(in_channels, in_stack_depth, num_channels[0], stem_kernel_size, stem_stride)
+        self.encoder = encoder
+        self.out_channels = num_channels[-1]
+        self.total_stride = feature_reduction(encoder, stem_stride[1])
+        self.fc = nn.Linear(num_channels[-1], latent_dim)
+        self.fc_mu = nn.Linear(latent_dim, latent_dim)
+        self.fc_logvar = nn.Linear(latent_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        """Return ``SimpleNamespace(mean, logvar, z)``; ``z`` is sampled (in eval mode too, as the reference)."""
+        features = self.encoder(self.stem(x))[-1]
+        h = self.fc(features.mean(dim=(2, 3)))
+        mean, logvar = self.fc_mu(h), self.fc_logvar(h)
+        std = torch.exp(0.5 * logvar)
+        z = mean + torch.randn_like(std) * std
+        return SimpleNamespace(mean=mean, logvar=logvar, z=z)
+
+
+class VaeDecoder(nn.Module):
+    """Linear latent-to-map projection, up-sampling residual stages and a pixel-to-voxel head.
+
+    Parameters
+    ----------
+    decoder_channels : sequence of int
+        Channels at the input of each stage followed by the head's input channels.
+    latent_dim : int
+        Latent dimension.
+    spatial_size : sequence of int
+        (Y, X) size of the first feature map.
+    out_channels, out_stack_depth : int
+        Output channels and Z size.
+    head_expansion_ratio : int
+        Width multiplier of the head's 3D convolution.
+    head_pool : bool
+        Blur the head's first pixel-shuffle.
+    upsample_mode : {"pixelshuffle", "deconv"}
+        Up-sampling of the stages.
+    conv_blocks : int
+        Residual units per stage.
+    norm_name : str
+        MONAI normalisation of the residual units.
+    upsample_pre_conv : bool
+        Convolve before pixel-shuffling.
+    """
+
+    def __init__(
+        self,
+        decoder_channels: Sequence[int],
+        latent_dim: int,
+        spatial_size: Sequence[int],
+        out_channels: int,
+        out_stack_depth: int,
+        head_expansion_ratio: int,
+        head_pool: bool,
+        upsample_mode: Literal["pixelshuffle", "deconv"],
+        conv_blocks: int,
+        norm_name: str,
+        upsample_pre_conv: bool,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.spatial_size = tuple(spatial_size)
+        self.latent_reshape = nn.Linear(latent_dim, latent_dim * self.spatial_size[0] * self.spatial_size[1])
+        self.latent_proj = nn.Conv2d(latent_dim, decoder_channels[0], kernel_size=1)
+        self.decoder_stages = nn.ModuleList(
+            VaeUpStage(
+                decoder_channels[i],
+                decoder_channels[i + 1],
+                scale_factor=2,
+                mode=upsample_mode,
+                conv_blocks=conv_blocks,
+                norm_name=norm_name,
+                upsample_pre_conv=upsample_pre_conv,
+            )
+            for i in range(len(decoder_channels) - 1)
+        )
+        self.head = PixelToVoxelHead(
+            decoder_channels[-1], out_channels, out_stack_depth, head_expansion_ratio, pool=head_pool
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode ``(B, latent_dim)`` latents into ``(B, out_channels, out_stack_depth, Y, X)``."""
+        x = self.latent_reshape(z).view(z.shape[0], self.latent_dim, *self.spatial_size)
+        x = self.latent_proj(x)
+        for stage in self.decoder_stages:
+            x = stage(x)
+        return self.head(x)
+
+
+class BetaVae25D(nn.Module):
+    """2.5D beta-VAE for (B, C, Z, Y, X) cell patches; returns ``SimpleNamespace(recon_x, mean, logvar, z)``.
+
+    The decoder starts from the encoder's bottleneck size and up-samples by ``2**decoder_stages * 4``,
+    so the reconstruction matches the input size when that equals the encoder's down-sampling (ResNet-50
+    with a stride-4 stem and 4 stages). With a ConvNeXt backbone (down-sampling 32) the default 4 stages
+    return twice the input size, as in the reference; use ``decoder_stages=3`` there.
+    As in the reference, ``z`` is sampled with ``torch.randn_like`` in eval mode too.
+
+    Parameters
+    ----------
+    backbone : str
+        timm ResNet or ConvNeXt name.
+    in_channels : int
+        Input (and reconstruction) channels.
+    in_stack_depth, out_stack_depth : int
+        Input and reconstruction Z sizes.
+    latent_dim : int
+        Latent dimension.
+    input_spatial_size : tuple of int
+        (Y, X) input size; a multiple of the encoder's total down-sampling.
+    stem_kernel_size, stem_stride : tuple of int
+        (Z, Y, X) kernel and stride of the 3D stem.
+    drop_path_rate : float
+        Stochastic depth of the backbone.
+    decoder_stages : int
+        Number of x2 up-sampling stages; channels halve at each from the backbone's last width.
+    head_expansion_ratio : int
+        Width multiplier of the head's 3D convolution.
+    head_pool : bool
+        Blur the head's first pixel-shuffle.
+    upsample_mode : {"pixelshuffle", "deconv"}
+        Up-sampling of the decoder stages.
+    conv_blocks : int
+        Residual units per decoder stage.
+    norm_name : str
+        MONAI normalisation of the decoder.
+    upsample_pre_conv : bool or None
+        Convolve before each pixel-shuffle (None or False: no).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        in_channels: int = 2,
+        in_stack_depth: int = 16,
+        out_stack_depth: int = 16,
+        latent_dim: int = 1024,
+        input_spatial_size: tuple[int, int] = (256, 256),
+        stem_kernel_size: tuple[int, int, int] = (2, 4, 4),
+        stem_stride: tuple[int, int, int] = (2, 4, 4),
+        drop_path_rate: float = 0.0,
+        decoder_stages: int = 4,
+        head_expansion_ratio: int = 2,
+        head_pool: bool = False,
+        upsample_mode: Literal["pixelshuffle", "deconv"] = "pixelshuffle",
+        conv_blocks: int = 2,
+        norm_name: str = "batch",
+        upsample_pre_conv: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = VaeEncoder(
+            backbone, in_channels, in_stack_depth, latent_dim, stem_kernel_size, stem_stride, drop_path_rate
+        )
+        stride = self.encoder.total_stride
+        input_spatial_size = tuple(input_spatial_size)
+        check_divisible(input_spatial_size, stride, "BetaVae25D", "input_spatial_size")
+        self.input_spatial_size = input_spatial_size
+        self.in_stack_depth = in_stack_depth
+        width = self.encoder.out_channels
+        if width % 2 ** (decoder_stages - 1):
+            raise ValueError(f"decoder_stages={decoder_stages} halves {width} channels to a non-integer width.")
+        decoder_channels = [width // 2**i for i in range(decoder_stages)]
+        decoder_channels.append((out_stack_depth + 2) * in_channels * 4 * head_expansion_ratio)
+        self.decoder = VaeDecoder(
+            decoder_channels,
+            latent_dim=latent_dim,
+            spatial_size=[s // stride for s in input_spatial_size],
+            out_channels=in_channels,
+            out_stack_depth=out_stack_depth,
+            head_expansion_ratio=head_expansion_ratio,
+            head_pool=head_pool,
+            upsample_mode=upsample_mode,
+            conv_blocks=conv_blocks,
+            norm_name=norm_name,
+            upsample_pre_conv=bool(upsample_pre_conv),
+        )
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        """Encode, sample and decode ``x`` of shape ``(B, in_channels, in_stack_depth, Y, X)``.
+
+        The reconstruction's (Y, X) size follows ``input_spatial_size`` (see the class docstring).
+        """
+        if x.ndim != 5 or x.shape[2] != self.in_stack_depth:
+            raise ValueError(
+                f"BetaVae25D expects (B, C, {self.in_stack_depth}, Y, X) input (in_stack_depth={self.in_stack_depth}),"
+                f" got {tuple(x.shape)}."
+            )
+        stride = self.encoder.total_stride
+        if min(x.shape[-2:]) < stride:
+            raise ValueError(f"BetaVae25D down-samples Y and X by {stride}: got too small input {tuple(x.shape)}.")
+        encoded = self.encoder(x)
+        recon_x = self.decoder(encoded.z)
+        return SimpleNamespace(recon_x=recon_x, mean=encoded.mean, logvar=encoded.logvar, z=encoded.z)
