@@ -16,7 +16,7 @@ from viscy_utils.cli import DATA_FREE_SUBCOMMANDS, MODEL_FREE_SUBCOMMANDS, subco
 
 __all__ = ["VisCyCLI"]
 
-_logger = logging.getLogger("lightning.pytorch")
+_logger = logging.getLogger(__name__)
 
 
 class VisCyCLI(LightningCLI):
