@@ -108,3 +108,22 @@ def test_ms_ssim_25d():
     assert ms_ssim_25d(small, small, betas=(0.3, 0.3, 0.4)).item() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="at least 176"):
         ms_ssim_25d(small, small)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_metrics_and_distances_on_cuda():
+    from scipy.spatial.distance import cdist
+
+    from viscy_utils.evaluation.clustering import pairwise_distance_matrix
+
+    x = np.random.default_rng(0).normal(size=(300, 8))
+    np.testing.assert_allclose(pairwise_distance_matrix(x, "cosine", "cuda"), cdist(x, x, "cosine"), atol=1e-10)
+    cpu = torch.rand(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    noisy = cpu + 0.1
+    gpu_ssim = ssim_25d(noisy.cuda(), cpu.cuda())
+    assert gpu_ssim.device.type == "cuda"
+    torch.testing.assert_close(gpu_ssim.cpu(), ssim_25d(noisy, cpu))
+    labels = torch.from_numpy(_two_squares()).cuda()
+    det = labels_to_detection(labels)
+    assert det["boxes"].device.type == "cuda" and det["masks"].shape == (2, 40, 40)
