@@ -1,0 +1,343 @@
+"""Lightning DataModule for cross-experiment contrastive training and prediction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from monai.data import ThreadDataLoader
+from monai.transforms import Compose, MapTransform
+from torch import Tensor
+from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
+
+from dynaclr.dataset import MultiExperimentTripletDataset
+from dynaclr.experiment import ExperimentRegistry
+from dynaclr.index import MultiExperimentIndex
+from viscy_data._utils import _collate_norm_meta
+from viscy_data.channel_dropout import ChannelDropout
+from viscy_data.sampler import FlexibleBatchSampler
+
+__all__ = ["MultiExperimentDataModule"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+class _EpochFollowingBatchSampler(FlexibleBatchSampler):
+    """FlexibleBatchSampler that takes the trainer's epoch each time an epoch starts iterating.
+
+    Lightning calls ``set_epoch`` only on plain samplers, never on a custom batch sampler; the
+    loader re-creates its iterator every epoch, so reading the epoch here reaches every epoch.
+    """
+
+    def __init__(self, *args, datamodule: MultiExperimentDataModule, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._datamodule = datamodule
+
+    def __iter__(self):
+        trainer = self._datamodule.trainer
+        if trainer is not None:
+            self.set_epoch(trainer.current_epoch)
+            self._datamodule.train_dataset.set_epoch(trainer.current_epoch)
+        return super().__iter__()
+
+
+class MultiExperimentDataModule(LightningDataModule):
+    """Anchors/positives from several experiments with composable batch sampling.
+
+    Parameters
+    ----------
+    experiments_yaml : str
+        Experiments file for :meth:`ExperimentRegistry.from_yaml` (``experiments_file`` is an alias).
+    z_range : tuple[int, int]
+        (start, stop) Z planes.
+    yx_patch_size : tuple[int, int]
+        Patch size read from the stores.
+    final_yx_patch_size : tuple[int, int]
+        Patch size after the centre crop that ends the GPU pipeline.
+    val_experiments : list[str]
+        Experiments used for validation (whole experiments; the rest train).
+    tau_range : tuple[float, float]
+        Anchor-positive offsets in hours.
+    tau_decay_rate : float
+        Decay of the offset distribution.
+    batch_size : int
+        Anchors per batch.
+    num_workers : int
+        Thread workers of the loaders.
+    experiment_aware, condition_balanced, leaky, temporal_enrichment, temporal_window_hours, \
+temporal_global_fraction, experiment_weights, condition_ratio
+        Sampling axes, see :class:`viscy_data.sampler.FlexibleBatchSampler`.
+    channel_dropout_channels : list[int] or None
+        Input positions that channel dropout may blank (None: ``[1]``).
+    channel_dropout_prob : float
+        Probability of channel dropout, applied to training batches only.
+    normalizations, augmentations : list[MapTransform] or None
+        Batched dictionary transforms on generic channel keys ``ch_0 ... ch_<n-1>``; training uses
+        normalizations + augmentations, validation and prediction only normalizations.
+    hcl_beta : float
+        Informational (the loss is configured on the model).
+    cache_pool_bytes : int
+        Tensorstore chunk cache size.
+    seed : int
+        Seed of batches and positives.
+    include_wells, exclude_fovs : list[str] or None
+        Observation filters.
+    predict_experiments : list[str] or None
+        Experiments embedded by ``predict`` (None: all), every observation, in index order.
+    index_cache_dir : str or None
+        Directory for the saved index (see :class:`~dynaclr.index.MultiExperimentIndex`).
+    experiments_file : str or None
+        Alias of ``experiments_yaml``.
+
+    Notes
+    -----
+    Use ``use_distributed_sampler: false`` in the trainer: ranks and world size are read from the
+    trainer and every rank gets the same number of disjoint batches.
+    """
+
+    def __init__(
+        self,
+        experiments_yaml: str | None = None,
+        z_range: tuple[int, int] = (0, 1),
+        yx_patch_size: tuple[int, int] = (256, 256),
+        final_yx_patch_size: tuple[int, int] = (160, 160),
+        val_experiments: list[str] | None = None,
+        tau_range: tuple[float, float] = (0.5, 2.0),
+        tau_decay_rate: float = 2.0,
+        batch_size: int = 128,
+        num_workers: int = 1,
+        experiment_aware: bool = True,
+        condition_balanced: bool = True,
+        leaky: float = 0.0,
+        temporal_enrichment: bool = False,
+        temporal_window_hours: float = 2.0,
+        temporal_global_fraction: float = 0.3,
+        experiment_weights: dict[str, float] | None = None,
+        condition_ratio: dict[str, float] | None = None,
+        channel_dropout_channels: list[int] | None = None,
+        channel_dropout_prob: float = 0.5,
+        normalizations: list[MapTransform] | None = None,
+        augmentations: list[MapTransform] | None = None,
+        hcl_beta: float = 0.5,
+        cache_pool_bytes: int = 0,
+        seed: int = 0,
+        include_wells: list[str] | None = None,
+        exclude_fovs: list[str] | None = None,
+        predict_experiments: list[str] | None = None,
+        index_cache_dir: str | None = None,
+        experiments_file: str | None = None,
+    ) -> None:
+        super().__init__()
+        if experiments_yaml is None:
+            experiments_yaml = experiments_file
+        if experiments_yaml is None:
+            raise ValueError("MultiExperimentDataModule needs experiments_yaml (or its alias experiments_file)")
+        self.experiments_yaml = str(experiments_yaml)
+        self.experiments_file = self.experiments_yaml
+        self.z_range = tuple(z_range)
+        self.yx_patch_size = tuple(yx_patch_size)
+        self.final_yx_patch_size = tuple(final_yx_patch_size)
+        self.val_experiments = list(val_experiments or [])
+        self.tau_range = tuple(tau_range)
+        self.tau_decay_rate = tau_decay_rate
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.experiment_aware = experiment_aware
+        self.condition_balanced = condition_balanced
+        self.leaky = leaky
+        self.temporal_enrichment = temporal_enrichment
+        self.temporal_window_hours = temporal_window_hours
+        self.temporal_global_fraction = temporal_global_fraction
+        self.experiment_weights = experiment_weights
+        self.condition_ratio = condition_ratio
+        self.channel_dropout_channels = [1] if channel_dropout_channels is None else list(channel_dropout_channels)
+        self.channel_dropout_prob = channel_dropout_prob
+        self.normalizations = list(normalizations or [])
+        self.augmentations = list(augmentations or [])
+        self.hcl_beta = hcl_beta
+        self.cache_pool_bytes = cache_pool_bytes
+        self.seed = seed
+        self.include_wells = include_wells
+        self.exclude_fovs = exclude_fovs
+        self.predict_experiments = predict_experiments
+        self.index_cache_dir = index_cache_dir
+        self.channel_dropout = ChannelDropout(self.channel_dropout_channels, self.channel_dropout_prob)
+        self.train_dataset: MultiExperimentTripletDataset | None = None
+        self.val_dataset: MultiExperimentTripletDataset | None = None
+        self.predict_dataset: MultiExperimentTripletDataset | None = None
+        self._train_transform: Compose | None = None
+        self._val_transform: Compose | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _subset(self, registry: ExperimentRegistry, names: Sequence[str]) -> ExperimentRegistry:
+        return ExperimentRegistry(
+            [e for e in registry.experiments if e.name in set(names)],
+            zero_fill_missing_channels=registry.zero_fill_missing_channels,
+        )
+
+    def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
+        index = MultiExperimentIndex(
+            registry,
+            slice(*self.z_range),
+            self.yx_patch_size,
+            tau_range_hours=self.tau_range,
+            include_wells=self.include_wells,
+            exclude_fovs=self.exclude_fovs,
+            cache_dir=self.index_cache_dir,
+        )
+        return MultiExperimentTripletDataset(
+            index,
+            fit=fit,
+            tau_range_hours=self.tau_range if fit else None,
+            tau_decay_rate=self.tau_decay_rate,
+            cache_pool_bytes=self.cache_pool_bytes,
+            seed=self.seed,
+        )
+
+    def _build_transforms(self, n_channels: int) -> None:
+        keys = [f"ch_{i}" for i in range(n_channels)]
+        self._channel_keys = keys
+        self._train_transform = Compose([*self.normalizations, *self.augmentations])
+        self._val_transform = Compose(list(self.normalizations))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build registries, indices and datasets for ``fit`` (train/val split) or ``predict``."""
+        registry = ExperimentRegistry.from_yaml(self.experiments_yaml)
+        names = [e.name for e in registry.experiments]
+        self._build_transforms(registry.num_source_channels)
+        if stage == "predict":
+            chosen = self.predict_experiments or names
+            unknown = sorted(set(chosen) - set(names))
+            if unknown:
+                raise ValueError(f"predict_experiments {unknown} not in {self.experiments_yaml} (has {names})")
+            self.predict_dataset = self._dataset(self._subset(registry, chosen), fit=False)
+            return
+        if stage not in (None, "fit", "validate"):
+            return
+        unknown = sorted(set(self.val_experiments) - set(names))
+        if unknown:
+            raise ValueError(f"val_experiments {unknown} not in {self.experiments_yaml} (has {names})")
+        train_names = [n for n in names if n not in self.val_experiments]
+        if not train_names:
+            raise ValueError(f"No training experiments remaining after splitting off val_experiments {unknown}")
+        self.train_dataset = self._dataset(self._subset(registry, train_names), fit=True)
+        self.train_dataset.rank = self._rank_world()[0]
+        if self.val_experiments:
+            self.val_dataset = self._dataset(self._subset(registry, self.val_experiments), fit=True)
+        else:
+            _logger.warning("No val_experiments: validation is disabled")
+        _logger.info(
+            "MultiExperimentDataModule: %d train experiments (%d anchors), %d val experiments (%d anchors)",
+            len(train_names),
+            len(self.train_dataset),
+            len(self.val_experiments),
+            0 if self.val_dataset is None else len(self.val_dataset),
+        )
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset, batch_sampler) -> ThreadDataLoader:
+        return ThreadDataLoader(
+            dataset,
+            use_thread_workers=True,
+            batch_sampler=batch_sampler,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+        )
+
+    def train_dataloader(self) -> ThreadDataLoader:
+        """Batches from :class:`FlexibleBatchSampler`, sharded across ranks, new order every epoch."""
+        rank, world = self._rank_world()
+        sampler = _EpochFollowingBatchSampler(
+            self.train_dataset.index.valid_anchors,
+            batch_size=self.batch_size,
+            experiment_aware=self.experiment_aware,
+            leaky=self.leaky,
+            experiment_weights=self.experiment_weights,
+            condition_balanced=self.condition_balanced,
+            condition_ratio=self.condition_ratio,
+            temporal_enrichment=self.temporal_enrichment,
+            temporal_window_hours=self.temporal_window_hours,
+            temporal_global_fraction=self.temporal_global_fraction,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
+            drop_last=True,
+            datamodule=self,
+        )
+        return self._loader(self.train_dataset, sampler)
+
+    def _sequential(self, dataset) -> BatchSampler:
+        rank, world = self._rank_world()
+        if world > 1:
+            # equal-length shards (padded by wrap-around) so no rank waits in a collective
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
+        else:
+            sampler = SequentialSampler(dataset)
+        return BatchSampler(sampler, batch_size=self.batch_size, drop_last=False)
+
+    def val_dataloader(self) -> ThreadDataLoader | list:
+        """Sequential validation batches (fixed positives), sharded across ranks; [] without val data."""
+        if self.val_dataset is None:
+            return []
+        return self._loader(self.val_dataset, self._sequential(self.val_dataset))
+
+    def predict_dataloader(self) -> ThreadDataLoader:
+        """Every observation of the predicted experiments, in order, with ``index`` metadata."""
+        return self._loader(self.predict_dataset, self._sequential(self.predict_dataset))
+
+    # ------------------------------------------------------------------ GPU pipeline
+    def _crop(self, x: Tensor) -> Tensor:
+        fy, fx = self.final_yx_patch_size
+        y, xx = x.shape[-2:]
+        if fy > y or fx > xx:
+            raise ValueError(f"final_yx_patch_size {self.final_yx_patch_size} exceeds the patch size {(y, xx)}")
+        y0, x0 = (y - fy) // 2, (xx - fx) // 2
+        return x[..., y0 : y0 + fy, x0 : x0 + fx]
+
+    def _apply(self, transform: Compose, images: Tensor, norm_meta: list | None) -> Tensor:
+        sample: dict[str, Any] = {k: images[:, i : i + 1] for i, k in enumerate(self._channel_keys)}
+        collated = _collate_norm_meta(norm_meta) if norm_meta is not None else None
+        if collated is not None:
+            sample["norm_meta"] = collated
+        out = transform(sample)
+        return torch.cat([out[k] for k in self._channel_keys], dim=1)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise, augment (training only), centre-crop and channel-drop (training only)."""
+        if isinstance(batch, Tensor):
+            return batch
+        if self._train_transform is None:
+            first = batch.get("anchor")
+            self._build_transforms(first.shape[1])
+        trainer = self.trainer
+        training = trainer is not None and trainer.training and not trainer.sanity_checking
+        transform = self._train_transform if training else self._val_transform
+        for key in ("anchor", "positive", "negative"):
+            if key not in batch:
+                continue
+            images = batch[key]
+            norm_meta = batch.pop(f"{key}_norm_meta", None)
+            if norm_meta is not None and all(m is None for m in norm_meta):
+                norm_meta = None
+            if len(transform.transforms):
+                images = self._apply(transform, images, norm_meta)
+            batch[key] = self._crop(images)
+        if training:
+            self.channel_dropout.train()
+            for key in ("anchor", "positive"):
+                if key in batch:
+                    batch[key] = self.channel_dropout(batch[key])
+        return batch
