@@ -48,8 +48,10 @@ def _require_anndata() -> Any:
 
 
 def _to_numpy(value: Any) -> Any:
-    """Tensors to numpy (on the CPU); anything else unchanged."""
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+    """Tensors to numpy (on the CPU), 0-d tensors to Python scalars; anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.ndim == 0 else value.detach().cpu().numpy()
+    return value
 
 
 def _index_frame(index: Any) -> pd.DataFrame:
