@@ -52,3 +52,19 @@ def ref():
     return SimpleNamespace(
         fill=fill_crc32_uniform, input=reference_input, load=load_fixture, named_outputs=named_outputs
     )
+
+
+def params_without_gradient(model: torch.nn.Module, loss: torch.Tensor) -> set[str]:
+    """Backpropagate ``loss``; return the names of parameters whose gradient is missing or all zero.
+
+    Also asserts that every gradient is finite.
+    """
+    loss.backward()
+    bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+    assert not bad, f"non-finite gradients: {bad[:10]}"
+    return {name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
+
+
+@pytest.fixture
+def no_grad_params():
+    return params_without_gradient

@@ -92,12 +92,9 @@ class UNeXt2UpStage(nn.Module):
                 nn.Conv2d(skip_channels, out_channels, kernel_size=1),
             )
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        """Up-sample ``x``, concatenate ``skip`` (if any) along channels and convolve."""
-        x = self.upsample(x)
-        if skip is not None:
-            x = torch.cat([x, skip], dim=1)
-        return self.conv(x)
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Up-sample ``x``, concatenate ``skip`` along channels and convolve."""
+        return self.conv(torch.cat([self.upsample(x), skip], dim=1))
 
 
 class UNeXt2Decoder(nn.Module):
@@ -147,10 +144,14 @@ class UNeXt2Decoder(nn.Module):
         )
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Decode ``features`` (deepest first; the input list is not modified)."""
+        """Decode ``features``: the deepest map, then one skip map per stage (the input is not modified)."""
+        if len(features) != len(self.decoder_stages) + 1:
+            raise ValueError(
+                f"The decoder has {len(self.decoder_stages)} stages and needs {len(self.decoder_stages) + 1} "
+                f"feature maps, got {len(features)}."
+            )
         x = features[0]
-        skips = list(features[1:]) + [None] * len(self.decoder_stages)
-        for stage, skip in zip(self.decoder_stages, skips):
+        for stage, skip in zip(self.decoder_stages, features[1:]):
             x = stage(x, skip)
         return x
 
