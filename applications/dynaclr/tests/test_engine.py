@@ -195,8 +195,22 @@ def test_warmup_cosine_schedule(triplets, tiny_encoder):
     assert lrs[-1] < 0.01
 
 
-def test_log_embeddings_draws_umap(triplets, tiny_encoder, recording_logger):
-    pytest.importorskip("umap")
+def test_log_embeddings_draws_umap(triplets, tiny_encoder, recording_logger, monkeypatch):
+    import sys
+    import types
+
+    fitted = []
+
+    class FakeUMAP:  # the real one JIT-compiles for ~30 s; the wiring is what is tested here
+        def __init__(self, n_components, n_neighbors, random_state):
+            assert n_components == 2 and n_neighbors <= 15
+
+        def fit_transform(self, x):
+            fitted.append(x.shape)
+            return x[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
     module = ContrastiveModule(tiny_encoder, loss_function=NTXentLoss(), log_embeddings=True, log_batches_per_epoch=0)
     trainer(recording_logger, max_epochs=1).fit(module, triplets(8, 4), triplets(24, 8))
     assert recording_logger.experiment.tags("add_embedding") == ["val_features_umap"]
+    assert fitted == [(24, 8)]  # every validation cell's backbone features
