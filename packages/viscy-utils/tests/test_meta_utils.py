@@ -134,3 +134,24 @@ def test_write_meta_field_merges(plate):
     with open_ome_zarr(path, mode="r") as p:
         assert p["A/1/0"].zattrs["normalization"] == {"GFP": {"a": 3.0, "b": 2.0}, "Phase3D": {"c": 4.0}}
         assert p.zattrs["normalization"] == {"GFP": {"d": 5.0}}
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_preprocess_a_viscy_data_synthetic_plate(tmp_path, version):
+    from viscy_data._utils import _read_norm_meta
+    from viscy_data.synthetic import write_synthetic_plate
+
+    synthetic = write_synthetic_plate(
+        tmp_path / "synthetic.zarr", n_timepoints=3, z_size=2, yx_size=(32, 32), write_norm_meta=False, version=version
+    )
+    generate_normalization_metadata(synthetic.store_path, num_workers=2, grid_spacing=4)
+    with open_ome_zarr(synthetic.store_path, mode="r") as plate:
+        for fov_name in synthetic.fov_names:
+            position = plate[fov_name]
+            pixels = np.asarray(position["0"][:, 1, :, ::4, ::4])
+            norm = _read_norm_meta(position)
+            assert set(norm) == set(synthetic.channel_names)
+            gfp = synthetic.channel_names[1]
+            assert position.zattrs["normalization"][gfp]["fov_statistics"] == compute_statistics(pixels)
+            assert float(norm[gfp]["fov_statistics"]["p99"]) == pytest.approx(np.percentile(pixels, 99), rel=1e-6)
+            assert set(norm[gfp]["timepoint_statistics"]) == {"0", "1", "2"}
