@@ -16,7 +16,6 @@ from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
-from viscy_data._utils import _collate_norm_meta
 from viscy_data.channel_dropout import ChannelDropout
 from viscy_data.sampler import FlexibleBatchSampler
 
@@ -27,6 +26,31 @@ _logger = logging.getLogger(__name__)
 
 def _identity(batch: Any) -> Any:
     return batch
+
+
+def _collate_common(metas: Sequence[Any]) -> Any:
+    """Stack per-sample statistics into ``(B,)`` tensors, keeping only keys every sample has.
+
+    Experiments mixed in one batch may carry different levels (e.g. only some have
+    ``timepoint_statistics``); a level missing from one sample cannot be used for the batch.
+    """
+    first = metas[0]
+    if isinstance(first, dict):
+        keys = [k for k in first if all(isinstance(m, dict) and k in m for m in metas)]
+        return {k: _collate_common([m[k] for m in metas]) for k in keys}
+    return torch.stack([torch.as_tensor(m) for m in metas])
+
+
+def _collate_norm_meta(metas: Sequence[dict | None]) -> dict | None:
+    missing = sum(m is None for m in metas)
+    if missing == len(metas):
+        return None
+    if missing:
+        raise ValueError(
+            f"{missing} of {len(metas)} samples in the batch have no normalisation metadata; "
+            "compute it for every FOV of every experiment (viscy preprocess)"
+        )
+    return _collate_common(metas)
 
 
 class _EpochFollowingBatchSampler(FlexibleBatchSampler):
