@@ -267,3 +267,30 @@ def test_rank_without_predictions_is_skipped(tmp_path, monkeypatch):
     EmbeddingWriter(tmp_path / "x.zarr").write_on_epoch_end(trainer, None, [_prediction(2, 0)], None)
     assert ad.read_zarr(tmp_path / "x.zarr").shape == (2, 4)
     assert ew.EmbeddingWriter._collect([]) is None
+
+
+@pytest.mark.slow  # starts two processes
+def test_ddp_spawn_two_ranks_write_one_complete_store(tmp_path, toys):
+    from lightning.pytorch import Trainer
+
+    path = tmp_path / "ddp.zarr"
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[EmbeddingWriter(path)],
+    )
+    torch.manual_seed(0)
+    model = toys.ToyModule()
+    trainer.predict(model, datamodule=toys.ToyDataModule(10, 2), return_predictions=False)
+    single = tmp_path / "single.zarr"
+    Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[EmbeddingWriter(single)]).predict(
+        model, datamodule=toys.ToyDataModule(10, 2)
+    )
+    ddp, reference = ad.read_zarr(path), ad.read_zarr(single)
+    assert ddp.shape == (10, 2)
+    # every sample exactly once, although each rank predicted only its shard
+    np.testing.assert_allclose(np.sort(ddp.X, axis=0), np.sort(reference.X, axis=0), rtol=1e-6)
+    assert list(ddp.obs.index) == [str(i) for i in range(10)]
