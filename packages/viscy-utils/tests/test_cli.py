@@ -200,3 +200,16 @@ def test_preprocess_subprocess_on_a_plate(tmp_path, write_plate):
     result = _viscy("preprocess", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_preprocessed(path)
+
+
+def test_precompute_flags_parse(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    args = ["--data_path", "p.zarr", "--output_path", "o", "--channel_names", "[Phase3D, GFP]"]
+    args += ["--subtrahends", "[mean, 50]", "--divisors", "[std, [1, 99]]", "--include_wells", "[A/1, B/2]"]
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["precompute", *args, "--print_config"])
+    assert exc.value.code in (0, None)
+    dumped = yaml.safe_load(capsys.readouterr().out)
+    assert dumped["subtrahends"] == ["mean", 50.0]
+    assert dumped["divisors"] == ["std", [1.0, 99.0]]
+    assert dumped["include_wells"] == ["A/1", "B/2"] and dumped["image_array_key"] == "0"
