@@ -68,3 +68,18 @@ def params_without_gradient(model: torch.nn.Module, loss: torch.Tensor) -> set[s
 @pytest.fixture
 def no_grad_params():
     return params_without_gradient
+
+
+def jitter_parameters(model: torch.nn.Module, scale: float = 0.01) -> torch.nn.Module:
+    """Add small noise to every parameter, so zero-initialised layers (timm ResNets zero the last norm of
+    each residual branch) do not hide the wiring of the layers before them from a gradient test."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return model
+
+
+@pytest.fixture
+def jitter():
+    return jitter_parameters

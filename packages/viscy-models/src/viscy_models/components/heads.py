@@ -66,8 +66,10 @@ class PixelToVoxelHead(nn.Module):
         b, c, h, w = x.shape
         depth = self.out_stack_depth + 2
         x = self.conv(x.reshape(b, c // depth, depth, h, w))
-        # pixel_shuffle acts on the last three axes: move Z out of the way.
-        return F.pixel_shuffle(x.transpose(1, 2), 2).transpose(1, 2)
+        # Shuffle every slice in 2D: (B, C*4, Z, Y, X) -> (B*Z, C*4, Y, X) keeps the op 4-D (ONNX-exportable).
+        _, c4, d, _, _ = x.shape
+        x = F.pixel_shuffle(x.transpose(1, 2).reshape(-1, c4, h, w), 2)
+        return x.reshape(b, d, c4 // 4, 2 * h, 2 * w).transpose(1, 2)
 
 
 class PixelToVoxelShuffleHead(nn.Module):

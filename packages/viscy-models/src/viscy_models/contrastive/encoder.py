@@ -52,6 +52,8 @@ class ContrastiveEncoder(nn.Module):
         pretrained: bool = False,
     ) -> None:
         super().__init__()
+        if "convnext" not in backbone and "resnet" not in backbone:
+            raise ValueError(f"ContrastiveEncoder supports timm ConvNeXt and ResNet backbones, got {backbone!r}.")
         encoder = create_timm_backbone(backbone, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate)
         if "convnext" in backbone:
             in_channels_encoder = encoder.stem[0].out_channels
@@ -59,13 +61,11 @@ class ContrastiveEncoder(nn.Module):
             encoder.stem[0] = nn.Identity()
             # ConvNeXt: the stem's stride, then three stride-2 stages.
             self.total_stride = stem_stride[1] * 8
-        elif "resnet" in backbone:
+        else:
             in_channels_encoder = encoder.conv1.out_channels
             encoder.conv1 = nn.Identity()
             # ResNet: the stem's stride, the max-pool and three stride-2 stages.
             self.total_stride = stem_stride[1] * 16
-        else:
-            raise ValueError(f"ContrastiveEncoder supports timm ConvNeXt and ResNet backbones, got {backbone!r}.")
         self.stem = StemDepthtoChannels(in_channels, in_stack_depth, in_channels_encoder, stem_kernel_size, stem_stride)
         self.encoder = encoder
         self.embedding_dim = encoder.num_features

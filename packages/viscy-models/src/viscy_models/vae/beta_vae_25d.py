@@ -44,14 +44,15 @@ class VaeEncoder(nn.Module):
         drop_path_rate: float,
     ) -> None:
         super().__init__()
+        if "convnext" not in backbone and "resnet" not in backbone:
+            raise ValueError(f"BetaVae25D supports timm ResNet and ConvNeXt backbones, got {backbone!r}.")
         encoder = create_timm_backbone(backbone, pretrained=False, features_only=True, drop_path_rate=drop_path_rate)
         num_channels = encoder.feature_info.channels()
+        # The first 2D convolution is replaced by the 3D stem (a ConvNeXt keeps its stem layer norm).
         if "convnext" in backbone:
             encoder.stem_0 = nn.Identity()
-        elif "resnet" in backbone:
-            encoder.conv1 = nn.Identity()
         else:
-            raise ValueError(f"BetaVae25D supports timm ResNet and ConvNeXt backbones, got {backbone!r}.")
+            encoder.conv1 = nn.Identity()
         self.stem = StemDepthtoChannels(in_channels, in_stack_depth, num_channels[0], stem_kernel_size, stem_stride)
         self.encoder = encoder
         self.out_channels = num_channels[-1]
