@@ -65,17 +65,17 @@ def test_resnet3d_encoder_checks_embedding_dim():
 
 
 @pytest.mark.parametrize(
-    ("backbone", "in_channels", "in_depth", "out_depth", "size", "stages", "out_size"),
+    ("backbone", "in_channels", "in_depth", "out_depth", "size", "stages", "out_size", "mode"),
     [
-        ("resnet18", 1, 8, 8, 64, 4, 64),
-        ("resnet18", 2, 4, 6, 128, 4, 128),
-        ("convnextv2_atto", 1, 8, 4, 64, 3, 64),
+        ("resnet18", 1, 8, 8, 64, 4, 64, "pixelshuffle"),
+        ("resnet18", 2, 4, 6, 128, 4, 128, "deconv"),
+        ("convnextv2_atto", 1, 8, 4, 64, 3, 64, "pixelshuffle"),
         # The reference's default 4 stages with a ConvNeXt return twice the input size.
-        ("convnextv2_atto", 1, 8, 4, 64, 4, 128),
+        ("convnextv2_atto", 1, 8, 4, 64, 4, 128, "pixelshuffle"),
     ],
 )
 def test_beta_vae_25d_forward_backward(
-    backbone, in_channels, in_depth, out_depth, size, stages, out_size, no_grad_params, jitter
+    backbone, in_channels, in_depth, out_depth, size, stages, out_size, mode, no_grad_params, jitter
 ):
     torch.manual_seed(0)
     model = BetaVae25D(
@@ -87,6 +87,7 @@ def test_beta_vae_25d_forward_backward(
         input_spatial_size=(size, size),
         decoder_stages=stages,
         conv_blocks=1,
+        upsample_mode=mode,
     )
     jitter(model)
     out = model(torch.randn(2, in_channels, in_depth, size, size))
