@@ -117,16 +117,38 @@ def test_determinism_and_epochs():
 @pytest.mark.parametrize("n,bs,world", [(800, 32, 2), (25 * 16, 16, 2), (1000, 64, 3), (100, 64, 4)])
 def test_ddp_ranks_equal_length_disjoint(n, bs, world):
     df = _anchors({"a": n // 2, "b": n - n // 2})
-    single = _all(FlexibleBatchSampler(df, bs, seed=1))
     per_rank = [_all(FlexibleBatchSampler(df, bs, num_replicas=world, rank=r, seed=1)) for r in range(world)]
     expected = -(-(n // bs) // world)
     assert all(len(r) == expected == len(FlexibleBatchSampler(df, bs, num_replicas=world, rank=0)) for r in per_rank)
-    # interleaved slices of the single-process sequence; padding batches are fresh draws
-    for r in range(world):
-        assert per_rank[r][: len(single[r::world])] == single[r::world]
+    assert all(len(b) == bs for rank in per_rank for b in rank)
+    # every rank draws its own stream: no batch is repeated across (or within) ranks
     flat = [tuple(b) for rank in per_rank for b in rank]
     assert len(set(flat)) == len(flat)
-    assert set(map(tuple, single)) <= set(flat)
+    # and each rank is reproducible
+    assert per_rank[world - 1] == _all(FlexibleBatchSampler(df, bs, num_replicas=world, rank=world - 1, seed=1))
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ddp_drop_last_false_partial_batch_on_one_rank(world):
+    df = _anchors({"a": 100})
+    samplers = [FlexibleBatchSampler(df, 32, drop_last=False, num_replicas=world, rank=r) for r in range(world)]
+    sizes = [[len(b) for b in s] for s in samplers]
+    assert all(len(s) == -(-4 // world) for s in sizes)
+    assert sorted(x for s in sizes for x in s).count(4) == 1
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 256])
+def test_block_size_does_not_change_behaviour(block_size):
+    df = _anchors()
+    s = FlexibleBatchSampler(df, 16, leaky=0.25, temporal_enrichment=True, block_size=block_size, drop_last=False)
+    batches = _all(s)
+    assert [len(b) for b in batches] == [16] * 62 + [8]
+    assert all(len(set(b)) == len(b) for b in batches)
+    for b in batches[:-1]:
+        assert df.loc[b[:12], "experiment"].nunique() == 1
+        assert (df.loc[b[12:], "experiment"] != df.loc[b[0], "experiment"]).all()
+    with pytest.raises(ValueError, match="block_size"):
+        FlexibleBatchSampler(df, 16, block_size=0)
 
 
 def test_rank_validation():
@@ -198,13 +220,35 @@ def test_missing_columns_and_index():
 
 def test_lazy_first_batch(monkeypatch):
     df = _anchors({"a": 5000, "b": 5000})
-    s = FlexibleBatchSampler(df, 64, temporal_enrichment=True)
+    s = FlexibleBatchSampler(df, 16, temporal_enrichment=True, block_size=8)
     calls = []
-    original = s._batch
-    monkeypatch.setattr(s, "_batch", lambda i, size: calls.append(i) or original(i, size))
+    original = s._block
+    monkeypatch.setattr(s, "_block", lambda *args: calls.append(args) or original(*args))
     it = iter(s)
     first = next(it)
-    assert calls == [0] and len(first) == 64
+    assert calls == [(0, 0, 8)] and len(first) == 16
+    assert len(list(it)) == len(s) - 1 and len(calls) == -(-len(s) // 8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_draw_rows_uniform_without_replacement(seed):
+    from viscy_data.sampler import _draw_rows
+
+    rng = np.random.default_rng(seed)
+    m = np.array([10, 25, 40, 1000, 3, 10] * 2000)
+    k = 6
+    j = _draw_rows(rng, m, k)
+    assert j.shape == (m.size, k) and j.min() >= 0 and (j < m[:, None]).all()
+    distinct = np.array([len(set(r)) for r in j.tolist()])
+    assert (distinct[m >= k] == k).all()  # no replacement whenever the pool is large enough
+    assert (distinct[m < k] <= 3).all()
+    # every offset equally likely: dense (m=10, 25) and sparse (m=40, 1000) paths
+    for size in (10, 25, 40):
+        counts = np.bincount(j[m == size].ravel(), minlength=size)
+        expected = counts.sum() / size
+        assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+    top = j[m == 1000]
+    assert abs(top.mean() - 499.5) < 5 * 289 / np.sqrt(top.size)
 
 
 def test_package_export():

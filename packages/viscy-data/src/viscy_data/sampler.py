@@ -62,10 +62,14 @@ class FlexibleBatchSampler(Sampler[list[int]]):
         DDP world size and this process' rank. Every rank yields exactly ``len(self)`` batches;
         the ranks' batches are disjoint draws (extra batches are drawn to even them out).
     seed : int
-        Base seed. Batch ``i`` of epoch ``e`` uses ``numpy.random.default_rng([seed, e, i])``,
-        so batches do not depend on the number of ranks and each rank builds only its own.
+        Base seed. Batches are built in blocks of ``block_size``; block ``b`` of epoch ``e`` on
+        ``rank`` draws from ``numpy.random.default_rng([seed, e, rank, b])``, so each rank draws
+        its own stream and builds only its own batches.
     drop_last : bool
         With False the last, partial batch of ``N % batch_size`` anchors is yielded too.
+    block_size : int
+        Batches drawn together with vectorised numpy calls. Iteration is lazy per block: the first
+        batch costs one block, not one epoch.
 
     Notes
     -----
@@ -89,6 +93,7 @@ class FlexibleBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         seed: int = 0,
         drop_last: bool = True,
+        block_size: int = 256,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -96,6 +101,8 @@ class FlexibleBatchSampler(Sampler[list[int]]):
             raise ValueError(f"leaky must be in [0, 1), got {leaky}")
         if not 0.0 <= temporal_global_fraction <= 1.0:
             raise ValueError(f"temporal_global_fraction must be in [0, 1], got {temporal_global_fraction}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"invalid DDP rank {rank} for num_replicas={num_replicas}")
         required = {
@@ -125,6 +132,7 @@ class FlexibleBatchSampler(Sampler[list[int]]):
         self.rank = int(rank)
         self.seed = int(seed)
         self.drop_last = drop_last
+        self.block_size = int(block_size)
         self.epoch = 0
         self._n = n
         self._build_pools(valid_anchors)
@@ -203,45 +211,52 @@ class FlexibleBatchSampler(Sampler[list[int]]):
         return math.ceil(self._n_batches_total() / self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
-        total = self._n_batches_total()
-        for k in range(len(self)):
-            i = self.rank + k * self.num_replicas
-            size = self.batch_size
-            if not self.drop_last and i == total - 1 and self._n % self.batch_size:
-                size = self._n % self.batch_size
-            yield self._batch(i, size).tolist()
+        n_local = len(self)
+        for block, start in enumerate(range(0, n_local, self.block_size)):
+            yield from self._block(block, start, min(start + self.block_size, n_local))
 
-    # ------------------------------------------------------------------ one batch
-    @staticmethod
-    def _draw(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
-        """K offsets into a pool of m rows, without replacement unless k > m."""
-        if k <= 0 or m <= 0:
-            return np.zeros(0, dtype=np.int64)
-        if k > m:
-            return rng.integers(0, m, k)
-        if 8 * k * k < m:
-            # sparse draw: collisions are rare, so draw with replacement and check (cheaper than choice)
-            j = np.sort(rng.integers(0, m, k))
-            if k == 1 or (j[1:] != j[:-1]).all():
-                return j
-        return rng.choice(m, k, replace=False)
+    def _local_sizes(self, start: int, stop: int) -> np.ndarray:
+        """Sizes of this rank's batches ``start..stop-1`` (global batch ``rank + k * num_replicas``)."""
+        sizes = np.full(stop - start, self.batch_size, dtype=np.int64)
+        partial = self._n % self.batch_size
+        if not self.drop_last and partial:
+            last = self._n_batches_total() - 1
+            k, r = divmod(last, self.num_replicas)
+            if r == self.rank and start <= k < stop:
+                sizes[k - start] = partial
+        return sizes
 
-    def _batch(self, i: int, size: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+    # ------------------------------------------------------------------ one block of batches
+    def _block(self, block: int, start: int, stop: int) -> list[list[int]]:
+        """Draw this rank's batches ``start..stop-1`` with one generator and vectorised calls."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, block])
+        sizes = self._local_sizes(start, stop)
+        n_batches = sizes.size
         n_pools = len(self._pools)
-        pool = int(rng.choice(n_pools, p=self._pool_probs)) if n_pools > 1 else 0
-        n_leak = 0
-        start, stop = self._pool_start[pool], self._pool_start[pool + 1]
-        n_other = self._n - (stop - start)
-        if self.experiment_aware and self.leaky > 0 and n_other > 0:
-            n_leak = int(size * self.leaky)
-        parts = self._primary(rng, pool, size - n_leak)
-        if n_leak:
-            j = self._draw(rng, n_other, n_leak)
-            parts.append(self._rows_by_pool[np.where(j < start, j, j + (stop - start))])
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        pools = rng.choice(n_pools, n_batches, p=self._pool_probs) if n_pools > 1 else np.zeros(n_batches, np.int64)
+        out: list[np.ndarray | None] = [None] * n_batches
+        # batches of one (pool, size) share their composition: fill them as one matrix
+        for pool, size in sorted(set(zip(pools.tolist(), sizes.tolist()))):
+            which = np.flatnonzero((pools == pool) & (sizes == size))
+            rows = self._pool_batches(rng, pool, size, which.size)
+            for j, r in zip(which.tolist(), rows):
+                out[j] = r
+        return [b.tolist() for b in out]
 
-    def _primary(self, rng: np.random.Generator, pool: int, n: int) -> list[np.ndarray]:
+    def _pool_batches(self, rng: np.random.Generator, pool: int, size: int, n_batches: int) -> np.ndarray:
+        """``(n_batches, size)`` rows of batches whose primary pool is ``pool``."""
+        start, stop = int(self._pool_start[pool]), int(self._pool_start[pool + 1])
+        n_other = self._n - (stop - start)
+        n_leak = int(size * self.leaky) if self.experiment_aware and self.leaky > 0 and n_other > 0 else 0
+        parts = self._primary(rng, pool, size - n_leak, n_batches)
+        if n_leak:
+            j = _draw_rows(rng, np.full(n_batches, n_other), n_leak)
+            parts.append(self._rows_by_pool[np.where(j < start, j, j + (stop - start))])
+        if not parts:
+            return np.zeros((n_batches, 0), dtype=np.int64)
+        return np.concatenate(parts, axis=1)
+
+    def _primary(self, rng: np.random.Generator, pool: int, n: int, n_batches: int) -> list[np.ndarray]:
         subs = self._pools[pool]
         if not subs or n <= 0:
             return []
@@ -251,25 +266,59 @@ class FlexibleBatchSampler(Sampler[list[int]]):
         focal = None
         if self.temporal_enrichment:
             hpis = self._pool_hpis[pool]
-            focal = hpis[rng.integers(0, hpis.size)]
+            focal = hpis[rng.integers(0, hpis.size, n_batches)]
         parts = []
-        for (_, sub), k in zip(subs, counts):
-            m = sub.rows.size
+        for (_, sub), k in zip(subs, counts.tolist()):
+            m = np.full(n_batches, sub.rows.size)
             if focal is None:
-                parts.append(sub.rows[self._draw(rng, m, int(k))])
+                parts.append(sub.rows[_draw_rows(rng, m, k)])
                 continue
             lo = np.searchsorted(sub.hpi, focal - self.temporal_window_hours, side="left")
             hi = np.searchsorted(sub.hpi, focal + self.temporal_window_hours, side="right")
             n_global = int(k * self.temporal_global_fraction)
-            n_focal = int(k) - n_global
             width = hi - lo
-            if width > 0:
-                parts.append(sub.rows[lo + self._draw(rng, width, n_focal)])
-            else:
-                parts.append(sub.rows[self._draw(rng, m, n_focal)])
-            if m - width > 0:
-                j = self._draw(rng, m - width, n_global)
-                parts.append(sub.rows[np.where(j < lo, j, j + width)])
-            else:
-                parts.append(sub.rows[self._draw(rng, m, n_global)])
+            # an empty window (or an empty outside) falls back to the whole sub-pool
+            in_window = width > 0
+            j = _draw_rows(rng, np.where(in_window, width, m), k - n_global)
+            parts.append(sub.rows[np.where(in_window[:, None], lo[:, None] + j, j)])
+            outside = m - width
+            has_outside = outside > 0
+            j = _draw_rows(rng, np.where(has_outside, outside, m), n_global)
+            skip = np.where(has_outside[:, None] & (j >= lo[:, None]), width[:, None], 0)
+            parts.append(sub.rows[j + skip])
         return parts
+
+
+def _draw_rows(rng: np.random.Generator, m: np.ndarray, k: int) -> np.ndarray:
+    """``(len(m), k)`` offsets, row ``r`` into ``range(m[r])``; without replacement where ``k <= m[r]``.
+
+    Sparse rows draw with replacement and redraw collisions until distinct: the procedure treats
+    all labels alike, so the drawn set is a uniform ``k``-subset. Dense rows (``m <= 4 k``) take the
+    ``k`` smallest of ``m`` random keys. Rows with ``m < k`` draw with replacement.
+    """
+    n_rows = m.size
+    if k <= 0 or n_rows == 0:
+        return np.zeros((n_rows, max(k, 0)), dtype=np.int64)
+    m = np.maximum(m.astype(np.int64), 1)
+    out = (rng.random((n_rows, k)) * m[:, None]).astype(np.int64)
+    if k == 1:
+        return out
+    dense = np.flatnonzero((m >= k) & (m <= 4 * k))
+    if dense.size:
+        width = int(m[dense].max())
+        keys = rng.random((dense.size, width))
+        keys[np.arange(width)[None, :] >= m[dense, None]] = np.inf
+        out[dense] = np.argpartition(keys, k - 1, axis=1)[:, :k]
+    sparse = np.flatnonzero(m > 4 * k)
+    while sparse.size:
+        block = np.sort(out[sparse], axis=1)
+        dup = np.zeros(block.shape, dtype=bool)
+        dup[:, 1:] = block[:, 1:] == block[:, :-1]
+        bad = dup.any(axis=1)
+        out[sparse] = block
+        if not bad.any():
+            break
+        sparse, dup = sparse[bad], dup[bad]
+        redraw = (rng.random(dup.shape) * m[sparse, None]).astype(np.int64)
+        out[sparse] = np.where(dup, redraw, out[sparse])
+    return out
