@@ -213,3 +213,22 @@ def test_precompute_flags_parse(monkeypatch, capsys):
     assert dumped["subtrahends"] == ["mean", 50.0]
     assert dumped["divisors"] == ["std", [1.0, 99.0]]
     assert dumped["include_wells"] == ["A/1", "B/2"] and dumped["image_array_key"] == "0"
+
+
+def test_export_with_a_reused_fit_config_ignores_the_data_module(tmp_path, toys, monkeypatch):
+    """A fit config keeps its ``data`` section; ``export`` must not receive the data module."""
+    from lightning import LightningModule
+
+    from viscy_utils.trainer import VisCyTrainer
+
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    received = {}
+
+    def fake_export(self, model: LightningModule, export_path: Path, ckpt_path: Path, format: str = "onnx") -> None:
+        received.update(model=model, export_path=export_path, format=format)
+
+    monkeypatch.setattr(VisCyTrainer, "export", fake_export)
+    config = _fit_config(tmp_path)
+    run_cli(["export", "-c", str(config), "--export_path", str(tmp_path / "m.onnx"), "--ckpt_path", "x.ckpt"])
+    assert type(received["model"]).__name__ == "ToyModule"
+    assert str(received["export_path"]).endswith("m.onnx")

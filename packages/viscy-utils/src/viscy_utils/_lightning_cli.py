@@ -79,6 +79,13 @@ class VisCyCLI(LightningCLI):
             }
         )
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Pass the data module only to subcommands that use one (a reused fit config may define it)."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if subcommand in DATA_FREE_SUBCOMMANDS:
+            kwargs.pop("datamodule", None)
+        return kwargs
+
     def _parse_ckpt_path(self) -> None:
         """Apply checkpoint hyper-parameters when they parse; otherwise warn and go on."""
         try:
