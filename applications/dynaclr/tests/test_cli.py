@@ -37,6 +37,11 @@ def test_package_exports_exactly_the_spec_names_lazily():
     from dynaclr.engine import ContrastiveModule
 
     assert dynaclr.ContrastiveModule is ContrastiveModule
+    from viscy_data.channel_dropout import ChannelDropout
+    from viscy_data.sampler import FlexibleBatchSampler
+
+    assert dynaclr.FlexibleBatchSampler is FlexibleBatchSampler
+    assert dynaclr.ChannelDropout is ChannelDropout
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         dynaclr.Nope  # noqa: B018
 

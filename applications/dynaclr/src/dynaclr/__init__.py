@@ -27,6 +27,12 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# Re-exported for convenience (they live in viscy-data), outside ``__all__``, which the spec fixes.
+_EXPORTS |= {
+    "ChannelDropout": "viscy_data.channel_dropout",
+    "FlexibleBatchSampler": "viscy_data.sampler",
+}
+
 
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
