@@ -63,6 +63,8 @@ def test_unext2_shape_errors():
         UNeXt2(in_stack_depth=7, backbone="convnextv2_atto")
     with pytest.raises(ValueError, match="ConvNeXt backbone"):
         UNeXt2(backbone="resnet18")
+    with pytest.raises(ValueError, match="Unknown timm backbone 'convnext_nonexistent'"):
+        UNeXt2(backbone="convnext_nonexistent")
     model = UNeXt2(backbone="convnextv2_atto", decoder_conv_blocks=1)
     with pytest.raises(ValueError, match="multiples of 32"):
         model(torch.randn(1, 1, 5, 48, 64))

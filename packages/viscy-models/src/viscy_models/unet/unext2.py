@@ -101,6 +101,7 @@ class UNeXt2(nn.Module):
         )
         self.in_stack_depth = in_stack_depth
         self.out_stack_depth = out_stack_depth
+        # Reference attribute read by inference code (tiling multiples); kept for compatibility.
         self.num_blocks = len(num_channels) + 2
         self.total_stride = feature_reduction(encoder, stem_kernel_size[1])
 
