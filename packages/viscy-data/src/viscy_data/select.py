@@ -7,12 +7,9 @@ from collections.abc import Iterator, Sequence
 from iohub.ngff import Plate, Position
 from iohub.ngff.nodes import Well
 
+from viscy_data._io import fov_name as _fov_name
+
 __all__ = ["SelectWell"]
-
-
-def _fov_name(position: Position) -> str:
-    """FOV name as used in filters and CSVs, e.g. ``"A/1/0"``."""
-    return position.zgroup.name.strip("/")
 
 
 def _filter_wells(plate: Plate, include_wells: Sequence[str] | None) -> Iterator[tuple[str, Well]]:
