@@ -1,0 +1,482 @@
+"""Contrastive (anchor, positive, negative) patches of tracked cells from HCS plates."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from iohub.ngff import Position
+from monai.data.thread_buffer import ThreadDataLoader
+from monai.transforms import Compose, MapTransform
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from viscy_data._io import fov_name, store_root
+from viscy_data._typing import INDEX_COLUMNS, TripletSample
+from viscy_data._utils import BatchedCenterSpatialCropd, _ensure_channel_list, _read_norm_meta, _transform_channel_wise
+from viscy_data.hcs import HCSDataModule
+from viscy_data.norm_meta import select_timepoint
+from viscy_data.select import _select_fovs
+
+try:
+    import pandas as pd
+except ImportError:  # pragma: no cover - pandas arrives with iohub
+    pd = None
+try:
+    import tensorstore as ts
+except ImportError:
+    ts = None
+
+__all__ = ["TripletDataModule", "TripletDataset"]
+
+_logger = logging.getLogger(__name__)
+
+#: columns every tracks table needs
+REQUIRED_COLUMNS = ("track_id", "t", "y", "x")
+#: extra columns needed to build prediction indices
+PREDICT_COLUMNS = ("id", "parent_track_id", "parent_id")
+
+
+def _require_extras(name: str) -> None:
+    for module, label in ((pd, "pandas"), (ts, "tensorstore")):
+        if module is None:
+            raise ImportError(f"{label} is required for {name}. Install with: pip install 'viscy-data[triplet]'")
+
+
+def _open_tensorstore(position: Position, array_key: str, context: Any) -> Any:
+    """Open a FOV's image array with tensorstore (zarr v2 or v3 driver)."""
+    path = store_root(position) / position[array_key].path
+    driver = "zarr3" if (path / "zarr.json").exists() else "zarr"
+    spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(path)}, "recheck_cached_data": "open"}
+    return ts.open(spec, read=True, context=context).result()
+
+
+class TripletDataset(Dataset):
+    """Patches of tracked cells as contrastive triplets, read in batches.
+
+    Parameters
+    ----------
+    positions : sequence of iohub Position
+        FOVs to read.
+    tracks_tables : sequence of pandas.DataFrame
+        One tracks table per FOV (``track_id, t, y, x`` required; ``id, parent_track_id,
+        parent_id`` too for prediction; optional ``z``). Not modified.
+    channel_names : sequence of str
+        Channels to read.
+    initial_yx_patch_size : tuple of int
+        ``(h, w)`` of the patches read around each cell centre.
+    z_range : slice
+        Z slices to read.
+    fit : bool, default True
+        Triplets (True) or anchors with an ``index`` (False, prediction).
+    predict_cells : bool, default False
+        Keep only the cells named by ``include_fov_names`` / ``include_track_ids`` (pairwise).
+    include_fov_names, include_track_ids : list, optional
+        Cells to keep with ``predict_cells``.
+    time_interval : "any" or int, default "any"
+        Positive = same cell ``time_interval`` frames later (``"any"``: the anchor itself).
+    return_negative : bool, default True
+        Also return a patch of a different track.
+    cache_pool_bytes : int, default 0
+        tensorstore chunk cache size.
+    seed : int, default 0
+        Seed of negative sampling (combined with the batch indices: reproducible and thread-safe).
+    """
+
+    def __init__(
+        self,
+        positions: Sequence[Position],
+        tracks_tables: Sequence[pd.DataFrame],
+        channel_names: Sequence[str],
+        initial_yx_patch_size: tuple[int, int],
+        z_range: slice,
+        fit: bool = True,
+        predict_cells: bool = False,
+        include_fov_names: list[str] | None = None,
+        include_track_ids: list[int] | None = None,
+        time_interval: Literal["any"] | int = "any",
+        return_negative: bool = True,
+        cache_pool_bytes: int = 0,
+        seed: int = 0,
+    ) -> None:
+        _require_extras("TripletDataset")
+        super().__init__()
+        if len(positions) != len(tracks_tables):
+            raise ValueError(f"{len(positions)} positions but {len(tracks_tables)} tracks tables")
+        self.positions = list(positions)
+        self.channel_names = _ensure_channel_list(channel_names)
+        self.yx_patch_size = tuple(int(s) for s in initial_yx_patch_size)
+        self.z_range = z_range
+        self.fit = fit
+        self.time_interval = time_interval
+        self.return_negative = return_negative
+        self.cache_pool_bytes = cache_pool_bytes
+        self.seed = seed
+        self._channel_idx = {fov_name(p): [p.get_channel_index(c) for c in self._check_channels(p)] for p in positions}
+        self._norm_meta = [_read_norm_meta(p) for p in self.positions]
+        self.tracks = self._filter_tracks(tracks_tables)
+        if predict_cells:
+            pairs = pd.DataFrame({"fov_name": include_fov_names or [], "track_id": include_track_ids or []})
+            self.tracks = self.tracks.merge(pairs, on=["fov_name", "track_id"]).reset_index(drop=True)
+        if self.tracks.empty:
+            raise ValueError("no tracked cell is far enough from the borders for the patch size (or selected)")
+        self.valid_anchors = self._filter_anchors(self.tracks)
+        self._handles: dict[int, Any] | None = None
+        # row lookup by (track, time) and rows per time, for positives and negatives
+        self._row_of = pd.Series(
+            np.arange(len(self.tracks)),
+            index=pd.MultiIndex.from_arrays([self.tracks["global_track_id"], self.tracks["t"]]),
+        )
+
+    def _check_channels(self, position: Position) -> list[str]:
+        available = list(position.channel_names)
+        missing = [c for c in self.channel_names if c not in available]
+        if missing:
+            raise ValueError(
+                f"channel(s) {missing} not found in FOV '{fov_name(position)}'; available channels: {available}"
+            )
+        return self.channel_names
+
+    def _filter_tracks(self, tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+        h, w = self.yx_patch_size
+        frames = []
+        for fov_idx, (position, table) in enumerate(zip(self.positions, tables)):
+            name = fov_name(position)
+            required = REQUIRED_COLUMNS if self.fit else REQUIRED_COLUMNS + PREDICT_COLUMNS
+            missing = [c for c in required if c not in table.columns]
+            if missing:
+                raise ValueError(
+                    f"tracks of FOV '{name}' lack required column(s) {missing}; columns: {list(table.columns)}"
+                )
+            image = position["0"]
+            if self.z_range.stop is not None and self.z_range.stop > image.slices:
+                raise ValueError(f"z_range {self.z_range} exceeds the {image.slices} Z slices of FOV '{name}'")
+            if h > image.height or w > image.width:
+                raise ValueError(
+                    f"patch size {self.yx_patch_size} is larger than FOV '{name}' ({image.height}, {image.width})"
+                )
+            y, x = table["y"].to_numpy(), table["x"].to_numpy()
+            keep = (y > h / 2) & (y < image.height - h / 2) & (x > w / 2) & (x < image.width - w / 2)
+            kept = table.loc[keep].copy()
+            kept["fov_name"] = name
+            kept["global_track_id"] = name + "_" + kept["track_id"].astype(str)
+            kept["_fov"] = fov_idx
+            frames.append(kept)
+        return pd.concat(frames, ignore_index=True)
+
+    def _filter_anchors(self, tracks: pd.DataFrame) -> pd.DataFrame:
+        """Rows with a positive: all, or those whose track has a row ``time_interval`` frames later."""
+        if self.time_interval == "any" or not self.fit:
+            return tracks
+        later = pd.MultiIndex.from_arrays([tracks["global_track_id"], tracks["t"] + int(self.time_interval)])
+        present = pd.MultiIndex.from_arrays([tracks["global_track_id"], tracks["t"]])
+        return tracks.loc[later.isin(present)]
+
+    def __len__(self) -> int:
+        return len(self.valid_anchors)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = None
+        return state
+
+    def _handle(self, fov_idx: int) -> Any:
+        if self._handles is None:
+            self._handles = {}
+        if fov_idx not in self._handles:
+            context = ts.Context(
+                {
+                    "data_copy_concurrency": {"limit": int(os.environ.get("SLURM_CPUS_PER_TASK", os.cpu_count() or 1))},
+                    "cache_pool": {"total_bytes_limit": int(self.cache_pool_bytes)},
+                }
+            )
+            self._handles[fov_idx] = _open_tensorstore(self.positions[fov_idx], "0", context)
+        return self._handles[fov_idx]
+
+    def _read_patches(self, rows: pd.DataFrame) -> Tensor:
+        """Read ``(B, C, Z, h, w)`` float32 patches centred on the rows, in one stacked request."""
+        h, w = self.yx_patch_size
+        y0 = np.rint(rows["y"].to_numpy()).astype(int) - h // 2
+        x0 = np.rint(rows["x"].to_numpy()).astype(int) - w // 2
+        views = []
+        for fov, t, y, x, name in zip(rows["_fov"], rows["t"], y0, x0, rows["fov_name"]):
+            view = self._handle(fov).oindex[int(t), self._channel_idx[name], self.z_range, y : y + h, x : x + w]
+            views.append(view.translate_to[0])
+        data = ts.stack(views).read().result()  # noqa: PD013 (tensorstore, not pandas)
+        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+    def _norm_metas(self, rows: pd.DataFrame) -> list[dict | None]:
+        return [select_timepoint(self._norm_meta[f], int(t)) for f, t in zip(rows["_fov"], rows["t"])]
+
+    def _negatives(self, anchors: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+        """Draw a random row of a different track for each anchor (at the positive's time when possible)."""
+        n = len(self.tracks)
+        if self.time_interval == "any":
+            target_t = None
+        else:
+            target_t = anchors["t"].to_numpy() + int(self.time_interval)
+        gtid = self.tracks["global_track_id"].to_numpy()
+        times = self.tracks["t"].to_numpy()
+        picks = rng.integers(0, n, size=len(anchors))
+        anchor_gtid = anchors["global_track_id"].to_numpy()
+        # rejection sampling, vectorised over the batch
+        for _ in range(32):
+            bad = gtid[picks] == anchor_gtid
+            if target_t is not None:
+                bad |= times[picks] != target_t
+            if not bad.any():
+                break
+            picks[bad] = rng.integers(0, n, size=int(bad.sum()))
+        still_same = gtid[picks] == anchor_gtid
+        if still_same.any():
+            others = np.flatnonzero(gtid != anchor_gtid[still_same][0])
+            if others.size == 0:
+                raise ValueError("negatives need at least two tracks")
+            picks[still_same] = rng.choice(others, size=int(still_same.sum()))
+        return self.tracks.iloc[picks]
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Read a whole batch: ``anchor`` (+ ``positive``, ``negative`` or ``index``) and norm metadata."""
+        indices = [int(i) for i in indices]
+        anchors = self.valid_anchors.iloc[indices]
+        batch: dict[str, Any] = {"anchor": self._read_patches(anchors), "anchor_norm_meta": self._norm_metas(anchors)}
+        if not self.fit:
+            batch["index"] = self._index(anchors)
+            return batch
+        if self.time_interval == "any":
+            batch["positive"] = batch["anchor"].clone()
+            batch["positive_norm_meta"] = batch["anchor_norm_meta"]
+        else:
+            keys = pd.MultiIndex.from_arrays([anchors["global_track_id"], anchors["t"] + int(self.time_interval)])
+            positives = self.tracks.iloc[self._row_of.loc[keys].to_numpy()]
+            batch["positive"] = self._read_patches(positives)
+            batch["positive_norm_meta"] = self._norm_metas(positives)
+        if self.return_negative:
+            rng = np.random.default_rng([self.seed, *indices])
+            negatives = self._negatives(anchors, rng)
+            batch["negative"] = self._read_patches(negatives)
+            batch["negative_norm_meta"] = self._norm_metas(negatives)
+        return batch
+
+    def __getitem__(self, index: int) -> TripletSample:
+        """One sample (unbatched tensors); loaders use :meth:`__getitems__`."""
+        batch = self.__getitems__([index])
+        return {key: value[0] if isinstance(value, (Tensor, list)) else value for key, value in batch.items()}  # type: ignore[return-value]
+
+    def _index(self, rows: pd.DataFrame) -> list[dict[str, Any]]:
+        columns = [c for c in INDEX_COLUMNS if c in rows.columns]
+        return rows[columns].to_dict(orient="records")
+
+
+def _read_tracks(tracks_path: Path, position: Position) -> pd.DataFrame:
+    """First ``*.csv`` (sorted) of ``<tracks_path>/<row>/<col>/<fov>/``; types as in the file."""
+    folder = tracks_path / fov_name(position)
+    csvs = sorted(folder.glob("*.csv"))
+    if not csvs:
+        raise FileNotFoundError(f"no tracks CSV for FOV '{fov_name(position)}' in {folder}")
+    return pd.read_csv(csvs[0])
+
+
+class TripletDataModule(HCSDataModule):
+    """Triplets of tracked-cell patches for contrastive learning (DynaCLR).
+
+    Parameters
+    ----------
+    data_path : str or pathlib.Path
+        HCS plate.
+    tracks_path : str or pathlib.Path
+        Root of ``<row>/<col>/<fov>/*.csv`` tracks tables.
+    source_channel : str or sequence of str
+        Channels to read.
+    z_range : tuple of int
+        ``(start, stop)`` Z slices read.
+    initial_yx_patch_size, final_yx_patch_size : tuple of int
+        Patch read around each cell, and centre crop after the augmentations.
+    split_ratio, batch_size, num_workers, normalizations, augmentations, persistent_workers,
+    prefetch_factor, pin_memory, caching
+        As for :class:`~viscy_data.hcs.HCSDataModule` (workers are threads).
+    augment_validation : bool, default True
+        Augment validation batches too.
+    fit_include_wells, fit_exclude_fovs : list of str, optional
+        FOV selection (fit and predict).
+    predict_cells, include_fov_names, include_track_ids
+        Predict only the named cells.
+    time_interval : "any" or int, default "any"
+        Frames between anchor and positive.
+    return_negative : bool, default True
+        Return negatives.
+    z_window_size : int, optional
+        Final Z size (default ``stop - start``).
+    cache_pool_bytes : int, default 0
+        tensorstore chunk cache.
+    seed : int, optional
+        Seed of the FOV split and of negative sampling.
+    """
+
+    def __init__(
+        self,
+        data_path: str | Path,
+        tracks_path: str | Path,
+        source_channel: str | Sequence[str],
+        z_range: tuple[int, int],
+        initial_yx_patch_size: tuple[int, int] = (512, 512),
+        final_yx_patch_size: tuple[int, int] = (224, 224),
+        split_ratio: float = 0.8,
+        batch_size: int = 16,
+        num_workers: int = 1,
+        normalizations: Sequence[MapTransform] = (),
+        augmentations: Sequence[MapTransform] = (),
+        augment_validation: bool = True,
+        caching: bool = False,
+        fit_include_wells: list[str] | None = None,
+        fit_exclude_fovs: list[str] | None = None,
+        predict_cells: bool = False,
+        include_fov_names: list[str] | None = None,
+        include_track_ids: list[int] | None = None,
+        time_interval: Literal["any"] | int = "any",
+        return_negative: bool = True,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
+        pin_memory: bool = False,
+        z_window_size: int | None = None,
+        cache_pool_bytes: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        _require_extras("TripletDataModule")
+        z_start, z_stop = z_range
+        z_window_size = z_window_size or (z_stop - z_start)
+        if z_window_size > z_stop - z_start:
+            raise ValueError(f"z_window_size={z_window_size} is larger than z_range {tuple(z_range)}")
+        if any(f > i for f, i in zip(final_yx_patch_size, initial_yx_patch_size)):
+            raise ValueError(
+                f"final_yx_patch_size {tuple(final_yx_patch_size)} exceeds initial {tuple(initial_yx_patch_size)}"
+            )
+        if num_workers > 1:
+            warnings.warn("Using more than 1 thread worker will likely degrade performance.", UserWarning, stacklevel=2)
+        super().__init__(
+            data_path=data_path,
+            source_channel=source_channel,
+            target_channel=[],
+            z_window_size=z_window_size,
+            split_ratio=split_ratio,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            yx_patch_size=final_yx_patch_size,
+            normalizations=normalizations,
+            augmentations=augmentations,
+            caching=caching,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            pin_memory=pin_memory,
+            seed=seed,
+        )
+        self.tracks_path = Path(tracks_path)
+        self.z_range = slice(z_start, z_stop)
+        self.initial_yx_patch_size = tuple(initial_yx_patch_size)
+        self.final_yx_patch_size = tuple(final_yx_patch_size)
+        self.augment_validation = augment_validation
+        self._include_wells = fit_include_wells
+        self._exclude_fovs = fit_exclude_fovs
+        self.predict_cells = predict_cells
+        self.include_fov_names = include_fov_names
+        self.include_track_ids = include_track_ids
+        self.time_interval = time_interval
+        self.return_negative = return_negative
+        self.cache_pool_bytes = cache_pool_bytes
+        crop = BatchedCenterSpatialCropd(keys=self.source_channel, roi_size=(z_window_size, *final_yx_patch_size))
+        self._augment_transform = Compose([*self.normalizations, *self.augmentations, crop])
+        self._no_augment_transform = Compose([*self.normalizations, crop])
+
+    def _dataset(self, positions: list[Position], fit: bool) -> TripletDataset:
+        return TripletDataset(
+            positions,
+            [_read_tracks(self.tracks_path, p) for p in positions],
+            self.source_channel,
+            self.initial_yx_patch_size,
+            self.z_range,
+            fit=fit,
+            predict_cells=self.predict_cells,
+            include_fov_names=self.include_fov_names,
+            include_track_ids=self.include_track_ids,
+            time_interval=self.time_interval,
+            return_negative=self.return_negative,
+            cache_pool_bytes=self.cache_pool_bytes,
+            seed=self.seed or 0,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build train/val (fit, validate) or predict datasets."""
+        self._predicting = stage == "predict"
+        if stage == "test":
+            raise NotImplementedError("Self-supervised model does not support testing")
+        if stage not in ("fit", "validate", "predict"):
+            raise NotImplementedError(f"{stage} stage")
+        plate = self._open()
+        positions = _select_fovs(plate, self._include_wells, self._exclude_fovs)
+        self._check_norm_meta(positions)
+        if stage == "predict":
+            self.predict_dataset = self._dataset(positions, fit=False)
+            return
+        train_idx, val_idx = self._split(len(positions))
+        if not train_idx or not val_idx:
+            raise ValueError(f"split_ratio={self.split_ratio} of {len(positions)} FOVs leaves an empty split")
+        self.train_dataset = self._dataset([positions[i] for i in train_idx], fit=True)
+        self.val_dataset = self._dataset([positions[i] for i in val_idx], fit=True)
+
+    def _loader(self, dataset: TripletDataset, shuffle: bool) -> ThreadDataLoader:
+        kwargs: dict[str, Any] = {}
+        if self.num_workers > 0:
+            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": self.persistent_workers}
+        return ThreadDataLoader(
+            dataset,
+            use_thread_workers=True,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            collate_fn=lambda batch: batch,
+            pin_memory=self.pin_memory,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> ThreadDataLoader:
+        """Shuffled batches (threads), incomplete batch dropped."""
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> ThreadDataLoader:
+        """Return validation batches in order."""
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def predict_dataloader(self) -> ThreadDataLoader:
+        """Return prediction batches in order."""
+        return self._loader(self.predict_dataset, shuffle=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Batches pass unchanged (transforms run on the device)."""
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise, augment and crop ``anchor``/``positive``/``negative`` on the device."""
+        if isinstance(batch, Tensor):
+            return batch
+        trainer = getattr(self, "trainer", None)
+        predicting = trainer.predicting if trainer is not None else self._predicting
+        validating = trainer is not None and (trainer.validating or trainer.sanity_checking)
+        for key in ("anchor", "positive", "negative"):
+            if key not in batch:
+                continue
+            no_augment = (
+                predicting
+                or (validating and not self.augment_validation)
+                or (key == "anchor" and self.time_interval in ("any", 0))
+            )
+            transform = self._no_augment_transform if no_augment else self._augment_transform
+            norm_meta = batch.pop(f"{key}_norm_meta", None)
+            batch[key] = _transform_channel_wise(transform, self.source_channel, batch[key], norm_meta)
+        return batch
