@@ -177,37 +177,43 @@ def _render_fov(
     z_size: int,
     yx_size: tuple[int, int],
 ) -> np.ndarray:
-    """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV (vectorised over cells and pixels)."""
+    """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it."""
     height, width = yx_size
-    yy, xx = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
     z = np.arange(z_size, dtype=np.float32)
     focus = np.exp(-((z - (z_size - 1) / 2) ** 2) / (2 * max(z_size / 3, 0.5) ** 2))  # (Z,)
-    images = np.empty((n_timepoints, n_channels, z_size, height, width), dtype=np.float32)
-    t_col = tracks["t"].to_numpy()
-    # per-cell texture orientation and phase, fixed for a track
+    phase = np.zeros((n_timepoints, height, width), dtype=np.float32)
+    reporter = np.zeros((n_timepoints, height, width), dtype=np.float32)
+    # per-cell texture orientation, fixed for a track
     track_codes = tracks["track_id"].to_numpy()
     texture_rng = np.random.default_rng(rng.integers(1 << 31))
     angles = texture_rng.uniform(0, np.pi, size=track_codes.max() + 1 if len(track_codes) else 1)
-    for t in range(n_timepoints):
-        rows = np.flatnonzero(t_col == t)
-        cy = tracks["y"].to_numpy()[rows, None, None].astype(np.float32)
-        cx = tracks["x"].to_numpy()[rows, None, None].astype(np.float32)
-        dy, dx = yy[None] - cy, xx[None] - cx
+    # each cell is drawn in a small window around it (cost independent of the image size)
+    half = int(np.ceil(CELL_RADIUS * 2))
+    offsets = np.arange(-half, half + 1, dtype=np.float32)
+    for t, cy, cx, track, inf, div in zip(
+        tracks["t"].to_numpy(), tracks["y"].to_numpy(), tracks["x"].to_numpy(), track_codes, infected, dividing
+    ):
+        iy, ix = int(round(cy)), int(round(cx))
+        ys = np.clip(iy + offsets.astype(int), 0, height - 1)
+        xs = np.clip(ix + offsets.astype(int), 0, width - 1)
+        ys, xs = np.unique(ys), np.unique(xs)
+        dy = (ys - cy).astype(np.float32)[:, None]
+        dx = (xs - cx).astype(np.float32)[None, :]
         r2 = dy**2 + dx**2
         # mitotic cells round up: smaller and brighter
-        radius = np.where(dividing[rows], CELL_RADIUS * 0.75, CELL_RADIUS).astype(np.float32)[:, None, None]
+        radius = CELL_RADIUS * (0.75 if div else 1.0)
         body = np.exp(-r2 / (2 * (radius / 1.6) ** 2))
         rim = np.exp(-((np.sqrt(r2) - radius) ** 2) / 2.0)
-        angle = angles[track_codes[rows]][:, None, None]
+        angle = angles[track]
         texture = 1.0 + 0.3 * np.cos(0.9 * (dy * np.cos(angle) + dx * np.sin(angle)))
-        gain = np.where(dividing[rows], 1.5, 1.0)[:, None, None]
-        phase = (gain * body * texture - 0.4 * rim).sum(axis=0)
-        inf = infected[rows][:, None, None]
+        window = np.ix_(ys, xs)
+        phase[t][window] += (1.5 if div else 1.0) * body * texture - 0.4 * rim
         nucleus = np.exp(-r2 / (2 * (radius / 4.0) ** 2))
-        reporter = np.where(inf, 3.0 * nucleus, 0.35 * body).sum(axis=0)
-        images[t, 0] = focus[:, None, None] * phase
-        for c in range(1, n_channels):
-            images[t, c] = (0.5 + 0.5 * focus[:, None, None]) * reporter + 0.1
+        reporter[t][window] += 3.0 * nucleus if inf else 0.35 * body
+    images = np.empty((n_timepoints, n_channels, z_size, height, width), dtype=np.float32)
+    images[:, 0] = focus[None, :, None, None] * phase[:, None]
+    for c in range(1, n_channels):
+        images[:, c] = (0.5 + 0.5 * focus[None, :, None, None]) * reporter[:, None] + 0.1
     images += rng.normal(0.0, 0.05, size=images.shape).astype(np.float32)
     return images
 
