@@ -87,6 +87,8 @@ def fit_config(plate, tmp_path, **trainer):
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "log_every_n_steps": 1,
+            # keep every artefact (config.yaml, checkpoints) out of the working directory
+            "default_root_dir": str(tmp_path),
             **trainer,
         },
         "model": {
@@ -246,7 +248,14 @@ def test_checkpoint_predict_equals_in_memory_forward(plate, tmp_path):
             fovs += [row["fov_name"] for row in batch["index"]]
             ids += [int(row["id"]) for row in batch["index"]]
     features = torch.cat(features).numpy()
-    assert adata.shape == features.shape and adata.n_obs == len(plate.annotations)
+    # predict covers every tracked cell whose patch fits inside the image (the spec's border rule)
+    ann = plate.annotations
+    half_h, half_w = PATCH[0] / 2, PATCH[1] / 2
+    height, width = plate.shape[-2:]
+    inside = ann["y"].between(half_h, height - half_h, inclusive="neither") & ann["x"].between(
+        half_w, width - half_w, inclusive="neither"
+    )
+    assert adata.shape == features.shape and adata.n_obs == int(inside.sum()) > 0
     assert list(adata.obs["fov_name"]) == [f.strip("/") for f in fovs]
     assert list(adata.obs["id"].astype(int)) == ids
     torch.testing.assert_close(torch.as_tensor(adata.X), torch.as_tensor(features), rtol=0, atol=0)
