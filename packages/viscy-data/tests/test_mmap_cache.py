@@ -122,10 +122,12 @@ def test_fovs_of_different_shapes_are_refused(tmp_path):
 
     with open_ome_zarr(path, mode="r+") as plate:
         plate.create_position("C", "1", "0").create_zeros("0", (2, 2, 3, 8, 8), dtype="float32")
-    dm = _module(path, tmp_path, split_ratio=0.34, preprocess_transforms=[])
-    # whichever FOV sizes the buffer, a FOV of the other shape is named
-    with pytest.raises(ValueError, match=r"FOV '(A/1/\d|C/1/0)' has \(Z, Y, X\)"):
-        dm.setup("fit")
+    positions = [p for _, p in open_ome_zarr(path, mode="r").positions()]
+    buffer = mmap_cache.MemoryMappedTensor.empty((6, 2, 3, 8, 16), dtype=torch.float32, filename=tmp_path / "b.mmap")
+    with pytest.raises(ValueError, match=r"FOV 'C/1/0' has \(Z, Y, X\) \(3, 8, 8\)"):
+        mmap_cache.MmappedDataset(positions, CHANNELS, {}, buffer)
+    with pytest.raises(ValueError, match="cannot hold"):
+        mmap_cache.MmappedDataset(positions[:2], CHANNELS, {}, buffer[:3])
 
 
 @pytest.mark.parametrize("stage", ["test", "predict"])
