@@ -1,0 +1,180 @@
+"""The demo's synthetic multi-experiment dataset: plates, tracks, annotations and ``experiments.yml``.
+
+Every experiment is a plate written by :func:`viscy_data.synthetic.write_synthetic_plate`: uninfected
+wells ``A/*`` and infected wells ``B/*`` whose cells turn infected at a known frame, dividing cells
+with lineage, normalisation statistics on every FOV. Experiments differ in the name of their
+fluorescence reporter channel, extra channels, imaging interval and infection onset, like real
+acquisitions of different reporters on different days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+__all__ = ["DemoDataset", "DemoExperiment", "DEMO_EXPERIMENTS", "HELD_OUT", "write_demo_dataset"]
+
+UNINFECTED_WELLS = ("A/1", "A/2")
+INFECTED_WELLS = ("B/1", "B/2")
+
+
+@dataclass(frozen=True)
+class DemoExperiment:
+    """One synthetic acquisition.
+
+    Attributes
+    ----------
+    name : str
+        Experiment name (``experiments.yml``).
+    channel_names : tuple of str
+        Channels of the plate, phase first; the second is the infection reporter used for training.
+    interval_minutes : float
+        Time between frames.
+    start_hpi : float
+        Hours post infection at frame 0.
+    infection_onset : int
+        First frame at which cells of the infected wells are infected.
+    organelle, date : str
+        Metadata copied to ``experiments.yml``.
+    """
+
+    name: str
+    channel_names: tuple[str, ...]
+    interval_minutes: float
+    start_hpi: float
+    infection_onset: int
+    organelle: str = ""
+    date: str = ""
+
+
+#: the training experiments and, last, the held-out one (never seen in training)
+DEMO_EXPERIMENTS = (
+    DemoExperiment("2024_01_10_SEC61_GFP", ("Phase3D", "GFP"), 30.0, 2.0, 5, "endoplasmic_reticulum", "2024-01-10"),
+    DemoExperiment("2024_02_21_TOMM20_RFP", ("Phase3D", "RFP", "Mito"), 20.0, 1.0, 7, "mitochondria", "2024-02-21"),
+    DemoExperiment("2024_03_05_G3BP1_mCherry", ("Phase3D", "mCherry"), 30.0, 3.0, 4, "stress_granules", "2024-03-05"),
+    DemoExperiment("2024_04_18_NS3_mNeonGreen", ("Phase3D", "mNeonGreen"), 30.0, 2.5, 6, "virus", "2024-04-18"),
+)
+#: name of the held-out experiment
+HELD_OUT = DEMO_EXPERIMENTS[-1].name
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """What :func:`write_demo_dataset` wrote.
+
+    Attributes
+    ----------
+    experiments_yaml : pathlib.Path
+        The experiments file for ``MultiExperimentDataModule.experiments_yaml``.
+    train_experiments : list of str
+        Experiments used for training.
+    held_out : str
+        Experiment used only for evaluation.
+    annotations : pandas.DataFrame
+        Ground truth of every experiment: ``experiment, fov_name, track_id, t, infection_state,
+        division`` (``infection_state`` 1 = infected, 0 = uninfected).
+    """
+
+    experiments_yaml: Path
+    train_experiments: list[str]
+    held_out: str
+    annotations: pd.DataFrame
+
+
+def write_demo_dataset(
+    root: str | Path,
+    *,
+    n_timepoints: int = 12,
+    fovs_per_well: int = 1,
+    yx_size: tuple[int, int] = (96, 96),
+    z_size: int = 3,
+    cells_per_fov: int = 8,
+    seed: int = 0,
+    experiments: tuple[DemoExperiment, ...] = DEMO_EXPERIMENTS,
+    progress: bool = True,
+) -> DemoDataset:
+    """Write the synthetic plates, their tracks and annotations, and ``experiments.yml`` under ``root``.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        Output folder (created).
+    n_timepoints : int, default 12
+        Frames per experiment; must exceed every experiment's infection onset.
+    fovs_per_well : int, default 1
+        FOVs per well (two uninfected and two infected wells per plate).
+    yx_size : tuple of int, default (96, 96)
+        Image size.
+    z_size : int, default 3
+        Z slices.
+    cells_per_fov : int, default 8
+        Cells per FOV at the first frame (divisions add more).
+    seed : int, default 0
+        Base seed; experiment ``i`` uses ``seed * 100 + i``.
+    experiments : tuple of DemoExperiment
+        The experiments; the last one is held out.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    DemoDataset
+        Paths and ground truth.
+    """
+    from tqdm.auto import tqdm
+
+    from viscy_data.synthetic import write_synthetic_plate
+
+    if len(experiments) < 2:
+        raise ValueError(f"the demo needs at least one training and one held-out experiment, got {len(experiments)}")
+    late = [e.name for e in experiments if e.infection_onset >= n_timepoints]
+    if late:
+        raise ValueError(f"n_timepoints={n_timepoints} ends before the infection onset of {late}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    entries, annotations = [], []
+    for i, exp in enumerate(tqdm(experiments, desc="Writing synthetic experiments", disable=not progress)):
+        plate = write_synthetic_plate(
+            root / f"{exp.name}.zarr",
+            wells=UNINFECTED_WELLS + INFECTED_WELLS,
+            fovs_per_well=fovs_per_well,
+            n_timepoints=n_timepoints,
+            z_size=z_size,
+            yx_size=yx_size,
+            cells_per_fov=cells_per_fov,
+            channel_names=exp.channel_names,
+            infected_wells=INFECTED_WELLS,
+            infection_onset=exp.infection_onset,
+            seed=seed * 100 + i,
+            tracks_path=root / f"{exp.name}_tracks",
+        )
+        plate.write_annotation_csv(root / f"{exp.name}_annotations.csv")
+        annotations.append(plate.annotations.assign(experiment=exp.name))
+        entries.append(
+            {
+                "name": exp.name,
+                "data_path": str(plate.store_path),
+                "tracks_path": str(plate.tracks_path),
+                "channel_names": list(exp.channel_names),
+                "source_channel": list(exp.channel_names[:2]),
+                "condition_wells": {"uninfected": list(UNINFECTED_WELLS), "infected": list(INFECTED_WELLS)},
+                "interval_minutes": exp.interval_minutes,
+                "start_hpi": exp.start_hpi,
+                "organelle": exp.organelle,
+                "date": exp.date,
+                "moi": 1.0,
+            }
+        )
+    experiments_yaml = root / "experiments.yml"
+    header = "# Synthetic experiments written by `dynaclr demo`; the last one is held out of training.\n"
+    experiments_yaml.write_text(header + yaml.safe_dump({"experiments": entries}, sort_keys=False))
+    columns = ["experiment", "fov_name", "track_id", "t", "infection_state", "division"]
+    return DemoDataset(
+        experiments_yaml=experiments_yaml,
+        train_experiments=[e.name for e in experiments[:-1]],
+        held_out=experiments[-1].name,
+        annotations=pd.concat(annotations, ignore_index=True)[columns],
+    )
