@@ -3,6 +3,7 @@
 Run by the test below as a script (Lightning's DDP launcher re-executes the script per rank).
 """
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -17,8 +18,10 @@ def _main(out_dir: pathlib.Path) -> None:
     import lightning.pytorch as pl
     import torch
 
-    sys.path.insert(0, str(HERE))
-    from test_multi_experiment_testdata import make_experiment, write_experiments_yaml
+    spec = importlib.util.spec_from_file_location("_mx_testdata", HERE / "_mx_testdata.py")
+    testdata = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(testdata)
+    make_experiment, write_experiments_yaml = testdata.make_experiment, testdata.write_experiments_yaml
 
     from dynaclr.datamodule import MultiExperimentDataModule
 
