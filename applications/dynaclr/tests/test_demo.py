@@ -157,3 +157,14 @@ def test_reduced_demo_beats_untrained_encoder(tmp_path):
     assert result.trained.balanced_accuracy >= 0.9
     assert result.trained.smoothness < result.untrained.smoothness
     assert result.figure.stat().st_size > 0 and result.checkpoint.is_file()
+
+
+def test_demo_is_a_dynaclr_subcommand():
+    from dynaclr.cli import dynaclr
+
+    runner = CliRunner()
+    assert "demo" in runner.invoke(dynaclr, ["--help"]).output
+    result = runner.invoke(dynaclr, ["demo", "--help"])
+    assert result.exit_code == 0
+    for option in ("--output-dir", "--overwrite", "--fast"):
+        assert option in result.output

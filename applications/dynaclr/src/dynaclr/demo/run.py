@@ -17,6 +17,12 @@ from pathlib import Path
 import click
 import yaml
 
+try:  # the evaluation half needs the eval extra; fail here so `dynaclr demo` names it
+    import anndata  # noqa: F401
+    import sklearn  # noqa: F401
+except ImportError as err:
+    raise ImportError(f'dynaclr demo needs {err.name}: pip install "dynaclr[eval]"') from err
+
 from dynaclr.demo.data import DEMO_EXPERIMENTS, DemoDataset, write_demo_dataset
 from dynaclr.demo.report import EmbeddingScores, label_embeddings, plot_embeddings, score_embeddings
 
