@@ -168,6 +168,11 @@ for _command in (
         f"{_EVALUATION}.generate_prediction_scripts",
         short_help="Write predict configs/SLURM scripts for datasets lacking embeddings",
     ),
+    LazyCommand(
+        "demo",
+        "dynaclr.demo.run:main",
+        short_help="Quickstart: train and evaluate DynaCLR on synthetic infection time-lapses (CPU, minutes)",
+    ),
 ):
     dynaclr.add_command(_command)
 
