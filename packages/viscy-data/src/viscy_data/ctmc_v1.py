@@ -9,12 +9,12 @@ from iohub.ngff import open_ome_zarr
 from monai.transforms import Compose
 from torch.utils.data import Subset
 
-from viscy_data.gpu_aug import CachedOmeZarrDataset, GPUTransformDataModule, _CacheFactory
+from viscy_data.gpu_aug import CachedOmeZarrDataset, _CacheFactory, _TransformListsDataModule
 
 __all__ = ["CTMCv1DataModule"]
 
 
-class CTMCv1DataModule(GPUTransformDataModule):
+class CTMCv1DataModule(_TransformListsDataModule):
     """Autoregression/pre-training data module for CTMC v1: one plate for training, one for validation.
 
     Every FOV and timepoint of each plate is an item (whole volume of one channel, cached); the
@@ -68,26 +68,6 @@ class CTMCv1DataModule(GPUTransformDataModule):
         self.pin_memory = pin_memory
         self.prefetch_factor = None
         self._caches = _CacheFactory()
-
-    @property
-    def train_cpu_transforms(self) -> Compose:
-        """Composed training CPU transforms."""
-        return Compose(self._train_cpu_transforms)
-
-    @property
-    def train_gpu_transforms(self) -> Compose:
-        """Composed training GPU transforms."""
-        return Compose(self._train_gpu_transforms)
-
-    @property
-    def val_cpu_transforms(self) -> Compose:
-        """Composed validation CPU transforms."""
-        return Compose(self._val_cpu_transforms)
-
-    @property
-    def val_gpu_transforms(self) -> Compose:
-        """Composed validation GPU transforms."""
-        return Compose(self._val_gpu_transforms)
 
     def _dataset(self, data_path: Path, transform: Compose) -> CachedOmeZarrDataset:
         plate = open_ome_zarr(data_path, layout="hcs", mode="r")

@@ -105,6 +105,34 @@ class GPUTransformDataModule(ABC, LightningDataModule):
         return self._loader(getattr(self, "val_dataset", None), train=False)
 
 
+class _TransformListsDataModule(GPUTransformDataModule):
+    """A :class:`GPUTransformDataModule` whose four transform properties compose stored lists.
+
+    Subclasses fill ``_train_cpu_transforms``, ``_val_cpu_transforms``, ``_train_gpu_transforms`` and
+    ``_val_gpu_transforms`` in their constructor.
+    """
+
+    @property
+    def train_cpu_transforms(self) -> Compose:
+        """Composed training CPU transforms."""
+        return Compose(self._train_cpu_transforms)
+
+    @property
+    def train_gpu_transforms(self) -> Compose:
+        """Composed training GPU transforms."""
+        return Compose(self._train_gpu_transforms)
+
+    @property
+    def val_cpu_transforms(self) -> Compose:
+        """Composed validation CPU transforms."""
+        return Compose(self._val_cpu_transforms)
+
+    @property
+    def val_gpu_transforms(self) -> Compose:
+        """Composed validation GPU transforms."""
+        return Compose(self._val_gpu_transforms)
+
+
 class _CacheFactory:
     """Hands out one empty cache mapping per dataset.
 
@@ -300,7 +328,7 @@ def _split_positions(positions: Sequence[Position], split_ratio: float) -> tuple
     return shuffled[:n_train], shuffled[n_train:]
 
 
-class CachedOmeZarrDataModule(GPUTransformDataModule, SelectWell):
+class CachedOmeZarrDataModule(_TransformListsDataModule, SelectWell):
     """Whole-volume cached OME-Zarr training with GPU augmentation.
 
     Parameters
@@ -367,26 +395,6 @@ class CachedOmeZarrDataModule(GPUTransformDataModule, SelectWell):
         self._exclude_fovs = exclude_fovs
         self.prefetch_factor = prefetch_factor
         self._caches = _CacheFactory()
-
-    @property
-    def train_cpu_transforms(self) -> Compose:
-        """Composed training CPU transforms."""
-        return Compose(self._train_cpu_transforms)
-
-    @property
-    def train_gpu_transforms(self) -> Compose:
-        """Composed training GPU transforms."""
-        return Compose(self._train_gpu_transforms)
-
-    @property
-    def val_cpu_transforms(self) -> Compose:
-        """Composed validation CPU transforms."""
-        return Compose(self._val_cpu_transforms)
-
-    @property
-    def val_gpu_transforms(self) -> Compose:
-        """Composed validation GPU transforms."""
-        return Compose(self._val_gpu_transforms)
 
     def _open_plate(self) -> Plate:
         return open_ome_zarr(self.data_path, layout="hcs", mode="r")

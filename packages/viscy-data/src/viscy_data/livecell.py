@@ -15,7 +15,7 @@ from monai.transforms import Compose
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from viscy_data.gpu_aug import GPUTransformDataModule, _CacheFactory
+from viscy_data.gpu_aug import _CacheFactory, _TransformListsDataModule
 
 try:
     from pycocotools.coco import COCO
@@ -176,7 +176,7 @@ def _coco_file_names(annotations: Path) -> list[str]:
     return sorted(image["file_name"] for image in images)
 
 
-class LiveCellDataModule(GPUTransformDataModule):
+class LiveCellDataModule(_TransformListsDataModule):
     """LIVECell training/validation (GPU augmentation) and test (with instance labels).
 
     Parameters
@@ -235,26 +235,6 @@ class LiveCellDataModule(GPUTransformDataModule):
         self.pin_memory = pin_memory
         self.prefetch_factor = None
         self._caches = _CacheFactory()
-
-    @property
-    def train_cpu_transforms(self) -> Compose:
-        """Composed training CPU transforms."""
-        return Compose(self._train_cpu_transforms)
-
-    @property
-    def train_gpu_transforms(self) -> Compose:
-        """Composed training GPU transforms."""
-        return Compose(self._train_gpu_transforms)
-
-    @property
-    def val_cpu_transforms(self) -> Compose:
-        """Composed validation CPU transforms."""
-        return Compose(self._val_cpu_transforms)
-
-    @property
-    def val_gpu_transforms(self) -> Compose:
-        """Composed validation GPU transforms."""
-        return Compose(self._val_gpu_transforms)
 
     def _split(self, annotations: Path | None, name: str, cache_map: MutableMapping, transform: Compose):
         if self.train_val_images is None or annotations is None:

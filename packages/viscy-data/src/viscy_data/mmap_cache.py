@@ -18,12 +18,12 @@ from torch import Tensor
 from viscy_data._io import LazyPositions
 from viscy_data._utils import _ensure_channel_list
 from viscy_data.gpu_aug import (
-    GPUTransformDataModule,
     _fov_name,
     _read_channels,
     _resolve_channel_indices,
     _split_positions,
     _timepoint_index,
+    _TransformListsDataModule,
 )
 from viscy_data.norm_meta import NORM_META_KEY, read_norm_meta, select_timepoint
 from viscy_data.select import SelectWell
@@ -184,7 +184,7 @@ def _volume_shape(position: Position, array_key: str) -> tuple[int, int, int]:
     return (array.slices, array.height, array.width)
 
 
-class MmappedDataModule(GPUTransformDataModule, SelectWell):
+class MmappedDataModule(_TransformListsDataModule, SelectWell):
     """GPU-augmentation data module reading from per-split memory-mapped caches.
 
     Parameters
@@ -258,26 +258,6 @@ class MmappedDataModule(GPUTransformDataModule, SelectWell):
     def preprocessing_transforms(self) -> Compose:
         """Composed transforms applied once, before caching."""
         return Compose(self._preprocessing_transforms)
-
-    @property
-    def train_cpu_transforms(self) -> Compose:
-        """Composed training CPU transforms."""
-        return Compose(self._train_cpu_transforms)
-
-    @property
-    def train_gpu_transforms(self) -> Compose:
-        """Composed training GPU transforms."""
-        return Compose(self._train_gpu_transforms)
-
-    @property
-    def val_cpu_transforms(self) -> Compose:
-        """Composed validation CPU transforms."""
-        return Compose(self._val_cpu_transforms)
-
-    @property
-    def val_gpu_transforms(self) -> Compose:
-        """Composed validation GPU transforms."""
-        return Compose(self._val_gpu_transforms)
 
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
