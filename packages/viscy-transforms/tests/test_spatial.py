@@ -124,6 +124,59 @@ def test_affine_pair_is_never_reversed():
     assert angle.min() >= 0.7 - 1e-9 and angle.max() <= 0.8 + 1e-9
 
 
+PLANAR = {"rotate_range": [3.14, 0.0, 0.0], "scale_range": [0, 0.2, 0.2], "shear_range": [0, 0, 0, 0.05, 0, 0.05]}
+
+
+@pytest.mark.parametrize(
+    "kwargs, planar",
+    [
+        (PLANAR, True),
+        ({**PLANAR, "translate_range": [0, 0.1, 0.1]}, True),
+        ({}, True),
+        ({**PLANAR, "rotate_range": [3.14, 0.1, 0.0]}, False),
+        ({**PLANAR, "rotate_range": 0.1}, False),
+        ({**PLANAR, "scale_range": (0.9, 1.1)}, False),  # isotropic: zooms Z too
+        ({**PLANAR, "scale_range": [(1.0, 1.01), 0.2, 0.2]}, False),
+        ({**PLANAR, "translate_range": [0.1, 0, 0]}, False),
+        ({**PLANAR, "shear_range": 0.05}, False),
+        *[({**PLANAR, "shear_range": [0.05 * (j == i) for j in range(6)]}, False) for i in (0, 1, 2, 4)],
+    ],
+)
+def test_affine_planar_path_is_chosen_from_the_ranges(kwargs, planar):
+    assert vt.BatchedRandAffined(["a"], **kwargs)._is_planar() is planar
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize(
+    "kwargs", [{**PLANAR, "prob": 1.0}, {**PLANAR, "translate_range": [0, 0.2, (0.0, 0.3)], "prob": 0.5}]
+)
+def test_affine_planar_path_equals_the_3d_resampling(seed, mode, kwargs):
+    torch.manual_seed(seed)
+    x = {"a": _rand(8, 2, 5, 17, 14, seed=seed), "b": _rand(8, 1, 5, 17, 14, seed=seed + 10).double()}
+    t = vt.BatchedRandAffined(["a", "b"], mode=mode, **kwargs)
+    assert t._is_planar()
+    out = t(x)
+    mask = t._mask
+    assert mask.any()  # seeded: every case warps some samples
+    for key in "ab":
+        ref = x[key].clone()
+        ref[mask] = affine_resample(x[key][mask], t._matrix[mask], mode=mode)
+        assert out[key].dtype == x[key].dtype and out[key].shape == x[key].shape
+        if mode == "bilinear":
+            torch.testing.assert_close(out[key], ref, atol=1e-5, rtol=1e-5)
+        else:  # a point exactly between two voxels may round either way in float32
+            assert (out[key] != ref).float().mean() < 1e-3
+        torch.testing.assert_close(out[key][~mask], x[key][~mask], atol=0, rtol=0)
+
+
+def test_affine_planar_path_keeps_the_z_slices_apart():
+    x = torch.zeros(3, 1, 4, 12, 12)
+    x[:, :, 2] = 1.0  # one bright plane: no other plane may receive any of it
+    out = vt.BatchedRandAffined(["a"], prob=1.0, **PLANAR)({"a": x})["a"]
+    assert out[:, :, [0, 1, 3]].abs().max() == 0 and out[:, :, 2].sum() > 0
+
+
 # ---------------------------------------------------------------- elastic
 def test_elastic_zero_magnitude_is_identity_and_spatial_size():
     x = _rand(2, 1, 6, 10, 10)
