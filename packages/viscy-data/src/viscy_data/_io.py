@@ -8,7 +8,10 @@ from pathlib import Path
 
 from iohub.ngff import Plate, Position, open_ome_zarr
 
-__all__ = ["LazyPositions", "channel_indices", "fov_name", "open_plate", "store_root"]
+__all__ = ["WORKER_IMPLEMENTATION", "LazyPositions", "channel_indices", "fov_name", "open_plate", "store_root"]
+
+#: iohub implementation used to reopen plates in worker processes (fork-safe, see LazyPositions)
+WORKER_IMPLEMENTATION = "zarr-python"
 
 
 def open_plate(path: str | Path, mode: str = "r") -> Plate:
@@ -66,6 +69,13 @@ class LazyPositions:
     Open zarr stores are not worth pickling to workers and must not be shared across processes. This
     keeps only the store path and FOV names and opens the plate on first access in each process.
 
+    In any process other than the one that created it (forked or spawned DataLoader workers) the
+    plate is reopened with iohub's pure-Python ``"zarr-python"`` codec pipeline: iohub's default
+    ``"zarrs-python"`` pipeline decodes on a global Rust (rayon) thread pool that a forked child
+    inherits without its threads, so the first multi-chunk read in a worker waits forever. zarr's
+    own event-loop thread is reset after a fork by zarr itself; parallelism in workers comes from
+    the processes, so the Python pipeline costs little there.
+
     Parameters
     ----------
     positions : sequence of iohub Position
@@ -86,7 +96,7 @@ class LazyPositions:
 
     def __getitem__(self, index: int) -> Position:
         if self._positions is None or self._pid != os.getpid():
-            plate = open_ome_zarr(self.root, layout="hcs", mode="r")
+            plate = open_ome_zarr(self.root, layout="hcs", mode="r", implementation=WORKER_IMPLEMENTATION)
             self._positions = [plate[name] for name in self.names]
             self._pid = os.getpid()
         return self._positions[index]
