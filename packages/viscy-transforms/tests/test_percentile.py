@@ -6,7 +6,12 @@ import torch
 from monai.transforms import ScaleIntensityRangePercentiles
 
 import viscy_transforms as vt
-from viscy_transforms._percentile_scale import batch_percentile
+from viscy_transforms._percentile_scale import (
+    _order_statistics_kthvalue,
+    _order_statistics_partition,
+    batch_percentile,
+    batch_percentiles,
+)
 
 
 def _rand(*shape, seed=0):
@@ -18,6 +23,35 @@ def _rand(*shape, seed=0):
 def test_batch_percentile_matches_numpy(q, n):
     rows = torch.randn(3, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
     np.testing.assert_allclose(batch_percentile(rows, q).numpy(), np.percentile(rows.numpy(), q, axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_percentiles_share_one_selection_and_match_numpy(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 3000, (1,), generator=gen))
+    rows = torch.randint(0, 50, (4, n), generator=gen).double()  # many ties
+    qs = [float(q) for q in torch.rand(5, generator=gen) * 100] + [0.0, 50.0, 50.0, 100.0]
+    out = batch_percentiles(rows, qs)
+    assert out.shape == (len(qs), 4)
+    np.testing.assert_allclose(out.numpy(), np.percentile(rows.numpy(), qs, axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_partition_and_kthvalue_order_statistics_agree(dtype):
+    rows = (torch.randn(6, 501, generator=torch.Generator().manual_seed(3)) * 4).round().to(dtype)  # ties
+    ranks = [0, 7, 250, 251, 499, 500]
+    expected = rows.sort(dim=1).values[:, ranks]
+    for impl in (_order_statistics_partition, _order_statistics_kthvalue):
+        out = impl(rows, ranks)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+def test_percentile_input_is_not_modified():
+    x = _rand(2, 1, 4, 8, 8)
+    before = x.clone()
+    vt.BatchedScaleIntensityRangePercentiles(5, 95, 0, 1)(x)
+    torch.testing.assert_close(x, before, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("channel_wise", [False, True])
