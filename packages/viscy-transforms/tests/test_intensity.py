@@ -169,6 +169,37 @@ def test_stronger_sigma_lowers_std():
     assert stds == sorted(stds, reverse=True) and len(set(stds)) == 4
 
 
+def _filter3d_reference(x, kernels, border_type):
+    """Sample by sample: pad the 5-D volume, then one 3-D convolution per axis (the general path)."""
+    out = []
+    for b in range(x.shape[0]):
+        v = x[b : b + 1].transpose(0, 1)  # (C, 1, Z, Y, X): channels as a batch
+        for dim, k in zip((2, 3, 4), kernels, strict=True):
+            if k is None:
+                continue
+            shape, pad = [1, 1, 1, 1, 1], [0] * 6
+            shape[dim] = k.shape[-1]
+            pad[2 * (4 - dim)] = pad[2 * (4 - dim) + 1] = k.shape[-1] // 2
+            v = torch.nn.functional.conv3d(torch.nn.functional.pad(v, pad, mode=border_type), k[b].reshape(shape))
+        out.append(v.transpose(0, 1)[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("border_type", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("axes", [(True, True, True), (False, True, True), (True, False, False), (False, False, True)])
+def test_filter3d_separable_equals_per_sample_3d_convolutions(seed, border_type, axes):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, 2, 7, 11, 13, generator=gen, dtype=torch.float64)
+    kernels = [
+        gaussian_kernel1d(torch.rand(3, generator=gen, dtype=torch.float64) * 2, tail) if use else None
+        for use, tail in zip(axes, (2, 3, 1), strict=True)
+    ]
+    out = filter3d_separable(x, *kernels, border_type=border_type)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    torch.testing.assert_close(out, _filter3d_reference(x, kernels, border_type), atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.parametrize("size", [5, 9, 13])
 def test_filter3d_separable_equals_full_3d_kernel(size):
     x = _rand(2, 3, 10, 12, 14)

@@ -49,19 +49,28 @@ def kernel_tail(sigma: float, truncated: float) -> int:
 
 
 def _filter_along(x: torch.Tensor, kernel: torch.Tensor, dim: int, border_type: str) -> torch.Tensor:
-    b, c = x.shape[:2]
+    b, c, z, y, w = x.shape
     if kernel.ndim == 1:
         kernel = kernel.expand(b, -1)
     taps = kernel.shape[-1]
     if kernel.shape[0] != b or taps % 2 == 0:
         raise ValueError(f"kernel for dim {dim} must have shape (B={b}, odd k) or (odd k,), got {tuple(kernel.shape)}.")
-    weight_shape = [b * c, 1, 1, 1, 1]
-    weight_shape[dim] = taps
-    weight = kernel.to(device=x.device, dtype=x.dtype).repeat_interleave(c, dim=0).reshape(weight_shape)
-    pad = [0] * 6
-    pad[2 * (4 - dim)] = pad[2 * (4 - dim) + 1] = taps // 2
-    grouped = F.pad(x.reshape(1, b * c, *x.shape[2:]), pad, mode=border_type)
-    return F.conv3d(grouped, weight, groups=b * c).reshape(x.shape)
+    # A depthwise 2-D convolution with a (k, 1) or (1, k) kernel over a view of the batch: Z filters the
+    # (Z, Y * X) planes of every sample-channel, Y and X the (Y, X) slices. Each of the B * C (* Z) groups
+    # gets its sample's kernel; 2-D depthwise convolution is much faster than 3-D on CPU.
+    view = (1, b * c, z, y * w) if dim == 2 else (1, b * c * z, y, w)
+    repeats = c if dim == 2 else c * z
+    along_rows = dim != 4
+    weight_shape = (view[1], 1, taps, 1) if along_rows else (view[1], 1, 1, taps)
+    weight = kernel.to(device=x.device, dtype=x.dtype).repeat_interleave(repeats, dim=0).reshape(weight_shape)
+    half = taps // 2
+    grouped = x.reshape(view)
+    if border_type == "constant":
+        padding = (half, 0) if along_rows else (0, half)
+    else:
+        grouped = F.pad(grouped, (0, 0, half, half) if along_rows else (half, half, 0, 0), mode=border_type)
+        padding = (0, 0)
+    return F.conv2d(grouped, weight, padding=padding, groups=view[1]).reshape(x.shape)
 
 
 def filter3d_separable(
