@@ -10,6 +10,7 @@ from iohub.ngff import Plate, open_ome_zarr
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from viscy_data._io import LazyPositions
 from viscy_data._typing import SegmentationSample
 
 __all__ = ["SegmentationDataModule", "SegmentationDataset"]
@@ -73,8 +74,9 @@ class SegmentationDataset(Dataset):
         self.target_z_slice = target_z_slice
         self.img_name = img_name
         pred_fovs = dict(pred_dataset.positions())
+        target_fovs = list(target_dataset.positions())
         self._items: list[tuple[str, int, int]] = []
-        for position_idx, (name, target_fov) in enumerate(target_dataset.positions()):
+        for position_idx, (name, target_fov) in enumerate(target_fovs):
             if name not in pred_fovs:
                 raise KeyError(f"no prediction for target FOV '{name}'; prediction FOVs: {sorted(pred_fovs)[:10]}")
             n_target = target_fov[img_name].frames
@@ -82,6 +84,9 @@ class SegmentationDataset(Dataset):
             if n_target != n_pred:
                 raise ValueError(f"Shape mismatch in FOV '{name}': {n_pred} predicted vs {n_target} target timepoints")
             self._items.extend((name, position_idx, t) for t in range(n_target))
+        # worker processes reopen the plates themselves (see LazyPositions for why)
+        self._pred_fovs = LazyPositions([pred_fovs[name] for name, _ in target_fovs])
+        self._target_fovs = LazyPositions([fov for _, fov in target_fovs])
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,8 +94,8 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> SegmentationSample:
         """Return ``{"pred", "target": int16 labels, "position_idx", "time_idx"}``."""
         name, position_idx, t = self._items[index]
-        pred = self.pred_dataset[name][self.img_name].oindex[t, self.pred_channel, self.pred_z_slice]
-        target = self.target_dataset[name][self.img_name].oindex[t, self.target_channel, self.target_z_slice]
+        pred = self._pred_fovs[position_idx][self.img_name].oindex[t, self.pred_channel, self.pred_z_slice]
+        target = self._target_fovs[position_idx][self.img_name].oindex[t, self.target_channel, self.target_z_slice]
         return {
             "pred": _as_int16(np.asarray(pred), f"prediction FOV '{name}' t={t}"),
             "target": _as_int16(np.asarray(target), f"target FOV '{name}' t={t}"),
