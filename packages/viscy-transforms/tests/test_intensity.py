@@ -24,6 +24,28 @@ def test_adjust_contrast_equals_monai_per_sample(gamma, invert_image, retain_sta
     torch.testing.assert_close(out, ref.as_subclass(torch.Tensor), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("invert_image, retain_stats", [(False, False), (True, False), (False, True), (True, True)])
+def test_adjust_contrast_on_selected_samples_equals_the_dense_formula(seed, invert_image, retain_stats):
+    torch.manual_seed(seed)
+    x = _rand(8, 2, 3, 6, 5, seed=seed) * 4 - 1
+    t = vt.BatchedRandAdjustContrast(gamma=(0.5, 2.0), prob=0.5, invert_image=invert_image, retain_stats=retain_stats)
+    out = t(x)
+    assert 0 < t._mask.sum() < 8  # seeded: a mixed batch
+    dims, g = (1, 2, 3, 4), t._gamma.reshape(8, 1, 1, 1, 1)
+    v = -x if invert_image else x
+    lo, hi = v.amin(dim=dims, keepdim=True), v.amax(dim=dims, keepdim=True)
+    ref = ((v - lo) / (hi - lo + 1e-7)) ** g * (hi - lo) + lo
+    if retain_stats:
+        ref = ref - ref.mean(dim=dims, keepdim=True)
+        ref = ref / (ref.std(dim=dims, keepdim=True) + 1e-8) * v.std(dim=dims, keepdim=True)
+        ref = ref + v.mean(dim=dims, keepdim=True)
+    ref = -ref if invert_image else ref
+    ref = torch.where(t._mask.reshape(8, 1, 1, 1, 1), ref, x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    assert out.data_ptr() != x.data_ptr()
+
+
 def test_adjust_contrast_retain_stats_keeps_mean_and_std():
     x = _rand(8, 1, 4, 8, 8)
     out = vt.BatchedRandAdjustContrast(gamma=(0.5, 3.0), prob=1.0, retain_stats=True)(x)

@@ -68,20 +68,27 @@ class BatchedRandAdjustContrast(BatchRandomizable):
             self.randomize(img)
         if self._mask is None or self._mask.shape[0] != img.shape[0]:
             raise RuntimeError(f"{type(self).__name__}: no parameters drawn for a batch of {img.shape[0]}.")
-        x = -img if self.invert_image else img
+        selected = self._mask.nonzero().squeeze(1)
+        if selected.numel() == 0:
+            return img.clone()
+        # only the selected samples are adjusted (pow is the costly pass); one temporary updated in place
+        every = selected.numel() == img.shape[0]
+        src = img if every else img[selected]
+        x = -src if self.invert_image else src
         dims = tuple(range(1, img.ndim))
-        gamma = batch_view(self._gamma.to(img.dtype), img.ndim)
+        gamma = batch_view(self._gamma[selected].to(img.dtype), img.ndim)
         if self.retain_stats:
             mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
-        x_min = x.amin(dim=dims, keepdim=True)
-        x_range = x.amax(dim=dims, keepdim=True) - x_min
-        out = ((x - x_min) / (x_range + 1e-7)) ** gamma * x_range + x_min
+        x_min, x_max = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)  # one pass for both
+        x_min, x_max = batch_view(x_min, img.ndim), batch_view(x_max, img.ndim)
+        x_range = x_max - x_min
+        out = ((x - x_min) / (x_range + 1e-7)).pow_(gamma).mul_(x_range).add_(x_min)
         if self.retain_stats:
-            out = out - out.mean(dim=dims, keepdim=True)
-            out = out / (out.std(dim=dims, keepdim=True) + 1e-8) * std + mean
+            out = out.sub_(out.mean(dim=dims, keepdim=True))
+            out = out.div_(out.std(dim=dims, keepdim=True) + 1e-8).mul_(std).add_(mean)
         if self.invert_image:
-            out = -out
-        return torch.where(batch_view(self._mask, img.ndim), out, img)
+            out = out.neg_()
+        return out if every else img.to(out.dtype, copy=True).index_copy_(0, selected, out)
 
 
 class BatchedRandAdjustContrastd(BatchedRandDictTransform):
