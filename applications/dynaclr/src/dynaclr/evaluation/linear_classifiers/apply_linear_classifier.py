@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dynaclr.evaluation import require_extra
+from dynaclr.evaluation.linear_classifiers._config import load_validated_config
 
 require_extra("anndata", "sklearn", "pydantic", "wandb", "joblib")
 
@@ -58,9 +59,7 @@ def prediction_summary(adata, task_key: str, metadata: dict | None) -> str:
 def main(config_path: Path, local_dir: Path | None) -> None:
     """Apply a trained linear classifier to new embeddings."""
     import anndata
-    from pydantic import ValidationError
 
-    from viscy_utils.cli_utils import load_config
     from viscy_utils.evaluation.linear_classifier import (
         load_pipeline,
         load_pipeline_from_wandb,
@@ -68,11 +67,7 @@ def main(config_path: Path, local_dir: Path | None) -> None:
     )
     from viscy_utils.evaluation.linear_classifier_config import LinearClassifierInferenceConfig
 
-    try:
-        config = LinearClassifierInferenceConfig(**(load_config(config_path) or {}))
-    except (ValidationError, TypeError) as err:
-        click.echo(f"Invalid configuration {config_path}:\n{err}", err=True)
-        raise click.Abort() from err
+    config = load_validated_config(LinearClassifierInferenceConfig, config_path)
     output = Path(config.output_path or config.embeddings_path)
     try:
         if local_dir is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dynaclr.evaluation import require_extra
+from dynaclr.evaluation.linear_classifiers._config import load_validated_config
 
 require_extra("anndata", "sklearn", "pydantic", "wandb", "joblib")
 
@@ -42,9 +43,7 @@ def metrics_tables(metrics: dict[str, float]) -> str:
 )
 def main(config_path: Path, local_dir: Path | None) -> None:
     """Train a linear classifier on cell embeddings and log it to W&B (or save it locally)."""
-    from pydantic import ValidationError
-
-    from viscy_utils.cli_utils import format_markdown_table, load_config
+    from viscy_utils.cli_utils import format_markdown_table
     from viscy_utils.evaluation.linear_classifier import (
         load_and_combine_datasets,
         model_name_from_config,
@@ -54,11 +53,7 @@ def main(config_path: Path, local_dir: Path | None) -> None:
     )
     from viscy_utils.evaluation.linear_classifier_config import LinearClassifierTrainConfig
 
-    try:
-        config = LinearClassifierTrainConfig(**(load_config(config_path) or {}))
-    except (ValidationError, TypeError) as err:
-        click.echo(f"Invalid configuration {config_path}:\n{err}", err=True)
-        raise click.Abort() from err
+    config = load_validated_config(LinearClassifierTrainConfig, config_path)
     summary = {
         "task": config.task,
         "input_channel": config.input_channel,
