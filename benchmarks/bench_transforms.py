@@ -1,7 +1,8 @@
 """Benchmark: a DynaCLR-style augmentation chain, batched (viscy_transforms) vs MONAI sample by sample.
 
 Run: ``uv run python benchmarks/bench_transforms.py [--batch 32] [--repeats 3]``. Prints seconds per batch for
-both and their ratio. CPU only; data are synthetic.
+both and their ratio, then each batched transform alone, then the chain with the example DynaCLR config's affine
+(rotation about Z, in-plane shear and zoom: the slice-wise 2-D resampling path). CPU only; data are synthetic.
 """
 
 import argparse
@@ -15,11 +16,13 @@ import viscy_transforms as vt
 KEYS = ["Phase3D", "Membrane"]  # two channels, one key each, as in DynaCLR configs
 
 
-def batched_chain():
+def batched_chain(planar: bool = False):
+    # shear_range=0.05 shears Z as well (3-D resampling); the example config only shears in the YX plane
+    shear = [0.0, 0.0, 0.0, 0.01, 0.0, 0.01] if planar else 0.05
     return mt.Compose(
         [
             vt.BatchedRandAffined(
-                KEYS, prob=0.8, rotate_range=[3.14, 0.0, 0.0], scale_range=[0.0, 0.2, 0.2], shear_range=0.05
+                KEYS, prob=0.8, rotate_range=[3.14, 0.0, 0.0], scale_range=[0.0, 0.2, 0.2], shear_range=shear
             ),
             vt.BatchedRandAdjustContrastd(KEYS, prob=0.5, gamma=(0.8, 1.2)),
             vt.BatchedRandScaleIntensityd(KEYS, prob=0.5, factors=0.5),
@@ -85,6 +88,14 @@ def main():
     print(f"viscy_transforms batched : best {b_best:.3f} s  mean {b_mean:.3f} s per batch")
     print(f"MONAI per sample         : best {m_best:.3f} s  mean {m_mean:.3f} s per batch")
     print(f"speed-up (MONAI / batched, best): {m_best / b_best:.2f}x")
+    for transform in batched_chain().transforms:
+        best, _ = time_it(lambda t=transform: t(dict(batch)), args.repeats)
+        print(f"  {type(transform).__name__:28s}: best {best:.3f} s per batch")
+    planar = batched_chain(planar=True)
+    p_best, p_mean = time_it(lambda: planar(dict(batch)), args.repeats)
+    print(f"batched, example config's in-plane affine: best {p_best:.3f} s  mean {p_mean:.3f} s per batch")
+    best, _ = time_it(lambda: planar.transforms[0](dict(batch)), args.repeats)
+    print(f"  {'BatchedRandAffined (planar)':28s}: best {best:.3f} s per batch")
 
 
 if __name__ == "__main__":
