@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
+from viscy_data._utils import thread_worker_loader
 from viscy_data.channel_dropout import ChannelDropout
 from viscy_data.sampler import FlexibleBatchSampler
 
@@ -273,9 +274,8 @@ temporal_global_fraction, experiment_weights, condition_ratio
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset, batch_sampler) -> ThreadDataLoader:
-        return ThreadDataLoader(
+        return thread_worker_loader(
             dataset,
-            use_thread_workers=True,
             batch_sampler=batch_sampler,
             num_workers=self.num_workers,
             collate_fn=_identity,

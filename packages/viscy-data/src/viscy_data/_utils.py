@@ -191,3 +191,39 @@ def _transform_channel_wise(
 def _read_norm_meta(position: Any) -> dict | None:
     """Read an iohub Position's normalisation statistics (see :mod:`viscy_data.norm_meta`)."""
     return read_norm_meta(position.zattrs)
+
+
+def _restore_torch_threads(num_threads: int, worker_id: int) -> None:
+    """``worker_init_fn`` that undoes the DataLoader worker's ``torch.set_num_threads(1)``."""
+    torch.set_num_threads(num_threads)
+
+
+def thread_worker_loader(dataset: Any, **kwargs: Any):
+    """Build a MONAI ``ThreadDataLoader`` with thread workers that keeps the torch thread count.
+
+    torch's worker loop calls ``torch.set_num_threads(1)``, which is meant for worker processes; in a
+    worker *thread* it sets the count for the whole process, so the transforms that then run on the
+    batches in the main thread (``on_after_batch_transfer``) lose their intra-op parallelism. The
+    worker init function sets the count back to what it was when the loader was built.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The dataset.
+    **kwargs
+        Passed to ``monai.data.ThreadDataLoader`` (``worker_init_fn`` is not accepted).
+
+    Returns
+    -------
+    monai.data.ThreadDataLoader
+    """
+    from functools import partial
+
+    from monai.data import ThreadDataLoader
+
+    return ThreadDataLoader(
+        dataset,
+        use_thread_workers=True,
+        worker_init_fn=partial(_restore_torch_threads, torch.get_num_threads()),
+        **kwargs,
+    )

@@ -19,7 +19,13 @@ from torch.utils.data import Dataset
 
 from viscy_data._io import fov_name, store_root
 from viscy_data._typing import INDEX_COLUMNS, TripletSample
-from viscy_data._utils import BatchedCenterSpatialCropd, _ensure_channel_list, _read_norm_meta, _transform_channel_wise
+from viscy_data._utils import (
+    BatchedCenterSpatialCropd,
+    _ensure_channel_list,
+    _read_norm_meta,
+    _transform_channel_wise,
+    thread_worker_loader,
+)
 from viscy_data.hcs import HCSDataModule
 from viscy_data.norm_meta import select_timepoint
 from viscy_data.select import _select_fovs
@@ -433,9 +439,8 @@ class TripletDataModule(HCSDataModule):
         kwargs: dict[str, Any] = {}
         if self.num_workers > 0:
             kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": self.persistent_workers}
-        return ThreadDataLoader(
+        return thread_worker_loader(
             dataset,
-            use_thread_workers=True,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             shuffle=shuffle,
