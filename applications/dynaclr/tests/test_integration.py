@@ -322,7 +322,7 @@ def test_other_example_yaml_files_load():
         assert isinstance(yaml.safe_load(path.read_text()), dict), path.name
 
 
-@pytest.mark.slow  # two processes each importing torch/Lightning: ~100 s on 2 busy cores
+@pytest.mark.timeout(600)  # two processes each importing torch/Lightning: ~45 s on 2 idle cores
 def test_ddp_fit_on_cpu_gloo(plate, tmp_path):
     config = write_yaml(tmp_path / "fit.yml", fit_config(plate, tmp_path, strategy="ddp", devices=2, max_steps=2))
     result = subprocess.run(

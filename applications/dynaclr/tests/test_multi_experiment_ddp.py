@@ -83,7 +83,7 @@ def _main(out_dir: pathlib.Path) -> None:
     trainer.fit(Recorder(), datamodule=dm)
 
 
-@pytest.mark.slow  # two Python processes importing Lightning: ~1-2 min on the shared 2-core machine
+# two Python processes importing Lightning: ~40 s on 2 idle cores
 @pytest.mark.timeout(300)
 def test_ddp_two_processes_disjoint_equal_batches(tmp_path):
     proc = subprocess.run(
