@@ -87,3 +87,20 @@ def check_same_batch(data: Mapping[Hashable, torch.Tensor], keys: Sequence[Hasha
                 f"{who}: key {key!r} has batch size {data[key].shape[0]} but {ref_key!r} has {ref.shape[0]}; "
                 "all keys share one random draw per sample."
             )
+
+
+def check_aligned_volumes(data: Mapping[Hashable, torch.Tensor], keys: Sequence[Hashable], who: str) -> None:
+    """Check that every key holds a ``(B, C, Z, Y, X)`` tensor with the first key's batch size and spatial shape.
+
+    Transforms that warp or permute voxels with one draw shared by all keys need this; the error names
+    the offending key.
+    """
+    check_same_batch(data, keys, who)
+    ref_key = keys[0]
+    for key in keys:
+        check_ndim(data[key], (5,), f"{who}[{key!r}]")
+        if data[key].shape[2:] != data[ref_key].shape[2:]:
+            raise ValueError(
+                f"{who}: key {key!r} has spatial shape {tuple(data[key].shape[2:])}, "
+                f"{ref_key!r} has {tuple(data[ref_key].shape[2:])}."
+            )

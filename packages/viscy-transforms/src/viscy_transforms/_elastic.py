@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.transforms import MapTransform
 from monai.utils import fall_back_tuple
 
-from viscy_transforms._checks import as_range, batch_view, check_ndim, check_same_batch
+from viscy_transforms._checks import as_range, batch_view, check_aligned_volumes
 from viscy_transforms._gaussian_smooth import filter3d_separable, gaussian_kernel1d, kernel_tail
 from viscy_transforms._random import BatchRandomizable
 
@@ -129,14 +129,7 @@ class BatchedRand3DElasticd(MapTransform, BatchRandomizable):
         keys = list(self.key_iterator(d))
         if not keys:
             return d
-        check_same_batch(d, keys, type(self).__name__)
-        for key in keys:
-            check_ndim(d[key], (5,), f"{type(self).__name__}[{key!r}]")
-            if d[key].shape[2:] != d[keys[0]].shape[2:]:
-                raise ValueError(
-                    f"{type(self).__name__}: key {key!r} has spatial shape {tuple(d[key].shape[2:])}, "
-                    f"{keys[0]!r} has {tuple(d[keys[0]].shape[2:])}."
-                )
+        check_aligned_volumes(d, keys, type(self).__name__)
         self.randomize(d[keys[0]])
         with torch.no_grad():
             for key in keys:

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.transforms import MapTransform
 
-from viscy_transforms._checks import batch_view, check_ndim, check_same_batch
+from viscy_transforms._checks import batch_view, check_aligned_volumes
 from viscy_transforms._random import BatchRandomizable, check_prob
 
 __all__ = ["BatchedRandLocalPixelShufflingd"]
@@ -100,14 +100,7 @@ class BatchedRandLocalPixelShufflingd(MapTransform, BatchRandomizable):
         keys = list(self.key_iterator(d))
         if not keys:
             return d
-        check_same_batch(d, keys, type(self).__name__)
-        for key in keys:
-            check_ndim(d[key], (5,), f"{type(self).__name__}[{key!r}]")
-            if d[key].shape[2:] != d[keys[0]].shape[2:]:
-                raise ValueError(
-                    f"{type(self).__name__}: key {key!r} has spatial shape {tuple(d[key].shape[2:])}, "
-                    f"{keys[0]!r} has {tuple(d[keys[0]].shape[2:])}."
-                )
+        check_aligned_volumes(d, keys, type(self).__name__)
         self.randomize(d[keys[0]])
         for key in keys:
             d[key] = self._shuffle(d[key])
