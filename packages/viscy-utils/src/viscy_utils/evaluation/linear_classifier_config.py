@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "VALID_CHANNELS",
@@ -61,15 +61,10 @@ class LinearClassifierTrainConfig(BaseModel):
     wandb_entity: str | None = None
     wandb_tags: list[str] = Field(default_factory=list)
 
-    @field_validator("embedding_model")
+    @field_validator("embedding_model", "wandb_project")
     @classmethod
-    def _embedding_model_non_empty(cls, value: str) -> str:
-        return _non_empty(value, "embedding_model")
-
-    @field_validator("wandb_project")
-    @classmethod
-    def _wandb_project_non_empty(cls, value: str) -> str:
-        return _non_empty(value, "wandb_project")
+    def _text_non_empty(cls, value: str, info: ValidationInfo) -> str:
+        return _non_empty(value, info.field_name)
 
     @field_validator("max_iter")
     @classmethod
@@ -136,15 +131,10 @@ class LinearClassifierInferenceConfig(BaseModel):
     include_wells: list[str] | None = None
     overwrite: bool = False
 
-    @field_validator("wandb_project")
+    @field_validator("wandb_project", "model_name")
     @classmethod
-    def _wandb_project_non_empty(cls, value: str) -> str:
-        return _non_empty(value, "wandb_project")
-
-    @field_validator("model_name")
-    @classmethod
-    def _model_name_non_empty(cls, value: str) -> str:
-        return _non_empty(value, "model_name")
+    def _text_non_empty(cls, value: str, info: ValidationInfo) -> str:
+        return _non_empty(value, info.field_name)
 
     @field_validator("embeddings_path")
     @classmethod
