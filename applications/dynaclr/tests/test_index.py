@@ -1,3 +1,4 @@
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -256,26 +257,70 @@ def test_positive_sampling_reproducible_and_tau_distribution(two_exp):
     assert same_track.all()
 
 
-def test_cache_round_trip_and_invalidation(two_exp, tmp_path):
+def _no_build(monkeypatch):
+    """Make any rebuild fail, so a construction that succeeds must have read the cache."""
+
+    def fail(self):
+        raise AssertionError("index rebuilt instead of read from the cache")
+
+    monkeypatch.setattr(MultiExperimentIndex, "_build", fail)
+
+
+def _typed_tracks(fov_name):
+    """Tracks with extra CSV columns of every dtype a cache must keep: float, int, bool, string (with a gap)."""
+    df = default_tracks(n_t=8, n_tracks=3, seed=len(fov_name), division=True)
+    df["area"] = np.linspace(1.0, 2.0, len(df))
+    df["label"] = np.where(np.arange(len(df)) % 3 == 0, "round", "flat")
+    df.loc[df.index[1], "label"] = None
+    df["mitotic"] = np.arange(len(df)) % 2 == 0
+    df["score"] = np.arange(len(df), dtype=np.int64) * 7
+    return df
+
+
+def test_cache_round_trip_exact(tmp_path, monkeypatch):
+    wells = {"uninfected": ["A/1"], "infected": ["B/1"]}
+    a = _mx.make_experiment(tmp_path, "exp_a", condition_wells=wells, fovs_per_well=2, tracks=_typed_tracks)
+    b = _mx.make_experiment(tmp_path, "exp_b", condition_wells=wells, fovs_per_well=2, code=2, tracks=_typed_tracks)
+    registry = ExperimentRegistry([a, b])
     cache = tmp_path / "cache"
-    built = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
-    files = list(cache.glob("*.npz"))
-    assert len(files) == 1
-    loaded = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
-    pd.testing.assert_frame_equal(
-        built.tracks.drop(columns="position"), loaded.tracks.drop(columns="position"), check_categorical=False
-    )
-    pd.testing.assert_frame_equal(
-        built.valid_anchors.drop(columns="position"), loaded.valid_anchors.drop(columns="position")
-    )
-    assert [p.zgroup.name for p in loaded.tracks["position"].iloc[[0, -1]]] == [
-        p.zgroup.name for p in built.tracks["position"].iloc[[0, -1]]
-    ]
+    built = MultiExperimentIndex(registry, slice(0, 2), (32, 32), cache_dir=cache)
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".parquet"
+    assert {"area", "label", "mitotic", "score", "parent_track_id"} <= set(built.tracks.columns)
+    with monkeypatch.context() as m:
+        _no_build(m)
+        loaded = MultiExperimentIndex(registry, slice(0, 2), (32, 32), cache_dir=cache)
+    # the whole table, dtypes and category order included
+    for attr in ("tracks", "valid_anchors"):
+        pd.testing.assert_frame_equal(
+            getattr(built, attr).drop(columns="position"),
+            getattr(loaded, attr).drop(columns="position"),
+            check_exact=True,
+            check_categorical=True,
+        )
+    assert list(loaded.tracks.columns) == list(built.tracks.columns)
+    assert loaded.tracks.attrs == {} and isinstance(loaded.tracks.index, pd.RangeIndex)
+    assert [p.zgroup.name for p in loaded.tracks["position"]] == [p.zgroup.name for p in built.tracks["position"]]
+    for name in ("_fov_code", "_track_code", "_parent", "_sub_ptr", "_sub_idx", "_anchor_rows"):
+        np.testing.assert_array_equal(getattr(built, name), getattr(loaded, name), err_msg=name)
+    assert loaded.fov_keys == built.fov_keys and loaded._fov_shapes == built._fov_shapes
     rows = built.anchor_track_rows
     np.testing.assert_array_equal(
         built.sample_positives(rows, np.random.default_rng(0)), loaded.sample_positives(rows, np.random.default_rng(0))
     )
-    # a changed tracking file or parameters -> a different cache entry
+    assert built.summary() == loaded.summary()
+
+
+def test_empty_index_not_cached(tmp_path):
+    cfg = make_experiment(tmp_path, "exp", condition_wells={"c": ["A/1"]}, tracks=default_tracks().iloc[:0])
+    idx = MultiExperimentIndex(ExperimentRegistry([cfg]), slice(0, 1), (32, 32), cache_dir=tmp_path / "cache")
+    assert len(idx.tracks) == 0 and len(idx.valid_anchors) == 0
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def test_cache_invalidated_by_tracks_and_parameters(two_exp, tmp_path):
+    cache = tmp_path / "cache"
+    built = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
     exp = two_exp.experiments[0]
     csv = next(pathlib.Path(exp.tracks_path).glob("A/1/0/*.csv"))
     df = pd.read_csv(csv).iloc[:-3]
@@ -284,8 +329,122 @@ def test_cache_round_trip_and_invalidation(two_exp, tmp_path):
     os.utime(csv)
     rebuilt = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
     assert len(rebuilt.tracks) == len(built.tracks) - 3
+    # same size, new content: the modification time still changes the key
+    df = pd.read_csv(csv)
+    df["x"] = df["x"].iloc[::-1].to_numpy()
+    df.to_csv(csv, index=False)
+    os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 10**9))
+    again = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    rows = again.tracks["fov_name"].to_numpy() == "A/1/0"
+    rows &= again.tracks["experiment"].to_numpy() == exp.name
+    np.testing.assert_array_equal(np.sort(again.tracks.loc[rows, "x"].to_numpy()), np.sort(df["x"].to_numpy()))
     MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), tau_range_hours=(0.5, 1.0), cache_dir=cache)
-    assert len(list(cache.glob("*.npz"))) == 3
+    assert len(list(cache.glob("*.parquet"))) == 4
+
+
+def test_cache_invalidated_by_experiments_file(tmp_path, monkeypatch):
+    wells = {"uninfected": ["A/1"], "infected": ["B/1"]}
+    cfg = make_experiment(tmp_path, "exp_a", condition_wells=wells, start_hpi=1.0)
+    yaml_path = _mx.write_experiments_yaml(tmp_path / "experiments.yml", [cfg])
+    cache = tmp_path / "cache"
+    MultiExperimentIndex(ExperimentRegistry.from_yaml(yaml_path), slice(0, 1), (32, 32), cache_dir=cache)
+    with monkeypatch.context() as m:  # unchanged file: read from the cache
+        _no_build(m)
+        MultiExperimentIndex(ExperimentRegistry.from_yaml(yaml_path), slice(0, 1), (32, 32), cache_dir=cache)
+    # a new start time and swapped conditions in the experiments file must show in the reloaded table
+    changed = dataclasses.replace(cfg, start_hpi=5.0, condition_wells={"uninfected": ["B/1"], "infected": ["A/1"]})
+    _mx.write_experiments_yaml(yaml_path, [changed])
+    idx = MultiExperimentIndex(ExperimentRegistry.from_yaml(yaml_path), slice(0, 1), (32, 32), cache_dir=cache)
+    t0 = idx.tracks["t"].to_numpy() == 0
+    np.testing.assert_allclose(idx.tracks.loc[t0, "hours_post_infection"].to_numpy(), 5.0)
+    cond = dict(zip(idx.tracks["well_name"].astype(str), idx.tracks["condition"].astype(str)))
+    assert cond == {"A/1": "infected", "B/1": "uninfected"}
+    assert len(list(cache.glob("*.parquet"))) == 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),  # truncated
+        lambda p: p.write_bytes(b"not a parquet file"),
+        lambda p: p.write_bytes(b""),
+        lambda p: pd.DataFrame({"a": [1, 2]}).to_parquet(p),  # valid parquet, not an index cache
+    ],
+    ids=["truncated", "garbage", "empty", "foreign"],
+)
+def test_corrupt_cache_rebuilt_with_warning(two_exp, tmp_path, caplog, damage):
+    cache = tmp_path / "cache"
+    built = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    (path,) = cache.glob("*.parquet")
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="dynaclr.index"):
+        rebuilt = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    assert any("unreadable index cache" in r.getMessage() and path.name in r.getMessage() for r in caplog.records)
+    pd.testing.assert_frame_equal(built.tracks.drop(columns="position"), rebuilt.tracks.drop(columns="position"))
+    assert rebuilt.positions and all(p is not None for p in rebuilt.positions)
+    # the rebuild rewrote a good cache
+    loaded = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    pd.testing.assert_frame_equal(built.tracks.drop(columns="position"), loaded.tracks.drop(columns="position"))
+    assert list(cache.iterdir()) == [path]
+
+
+def test_cache_renamed_to_another_key_rebuilt(two_exp, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    (path,) = cache.glob("*.parquet")
+    idx = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), include_wells=["A/1"])
+    path.rename(idx._cache_file(cache))
+    with caplog.at_level(logging.WARNING, logger="dynaclr.index"):
+        idx = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), include_wells=["A/1"], cache_dir=cache)
+    assert any("not a version-2 index cache" in r.getMessage() for r in caplog.records)
+    assert set(idx.tracks["well_name"].astype(str)) == {"A/1"}
+
+
+def test_cache_of_a_vanished_fov_rebuilt(two_exp, tmp_path, monkeypatch, caplog):
+    cache = tmp_path / "cache"
+    built = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    real = MultiExperimentIndex._open_positions
+
+    def without_a2(self, exp):  # the plate lost FOV A/2/0 while its tracking CSV stayed
+        return [(fov, pos) for fov, pos in real(self, exp) if fov != "A/2/0"]
+
+    monkeypatch.setattr(MultiExperimentIndex, "_open_positions", without_a2)
+    with caplog.at_level(logging.WARNING, logger="dynaclr.index"):
+        idx = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    assert any("no longer in the plates" in r.getMessage() for r in caplog.records)
+    assert "A/2/0" in set(built.tracks["fov_name"].astype(str))
+    assert "A/2/0" not in set(idx.tracks["fov_name"].astype(str))
+    assert len(idx.positions) == len(idx.fov_keys) == len(built.fov_keys) - 2
+
+
+def test_cache_write_is_atomic(two_exp, tmp_path, monkeypatch, caplog):
+    cache = tmp_path / "cache"
+    real = pd.DataFrame.to_parquet
+
+    def half_written(self, path, *args, **kwargs):
+        pathlib.Path(path).write_bytes(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_written)
+    with caplog.at_level(logging.WARNING, logger="dynaclr.index"):
+        idx = MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    assert len(idx.valid_anchors) > 0  # the index itself is fine
+    assert any("disk full" in r.getMessage() for r in caplog.records)
+    assert list(cache.iterdir()) == []  # neither the cache nor its temporary sibling
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    MultiExperimentIndex(two_exp, slice(0, 2), (32, 32), cache_dir=cache)
+    assert [p.suffix for p in cache.iterdir()] == [".parquet"]
+
+
+def test_cache_reserved_column_not_written(tmp_path, caplog):
+    tracks = default_tracks()
+    tracks["__dynaclr_fov_code"] = 1
+    cfg = make_experiment(tmp_path, "exp", condition_wells={"c": ["A/1"]}, tracks=tracks)
+    with caplog.at_level(logging.WARNING, logger="dynaclr.index"):
+        idx = MultiExperimentIndex(ExperimentRegistry([cfg]), slice(0, 1), (32, 32), cache_dir=tmp_path / "cache")
+    assert "__dynaclr_fov_code" in idx.tracks.columns
+    assert any("reserved column" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
 
 def test_default_tracks_anchor_count(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,11 @@ __all__ = ["MultiExperimentIndex"]
 
 _logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 1 was the .npz cache
+# side data of the parquet cache: a DataFrame.attrs entry (kept in the pandas schema metadata) and two hidden columns
+_CACHE_ATTR = "dynaclr.multi_experiment_index"
+_FOV_CODE_COLUMN = "__dynaclr_fov_code"
+_TRACK_CODE_COLUMN = "__dynaclr_track_code"
 _CATEGORICAL = ("experiment", "condition", "well_name", "fov_name", "global_track_id", "lineage_id")
 
 
@@ -68,8 +75,10 @@ class MultiExperimentIndex:
     exclude_fovs : list[str] or None
         FOVs (``"A/1/0"``) to leave out.
     cache_dir : str or Path or None
-        If given, the built table is saved there (``.npz``: numpy arrays, no pickle) and reloaded by later constructions
-        with the same experiments, parameters and tracking files (any change rebuilds it).
+        If given, the built table is saved there as parquet (``multi_experiment_index_<key>.parquet``, column dtypes
+        kept, written atomically) and reloaded by later constructions with the same experiments, parameters and
+        tracking files: the key hashes them, CSV sizes and modification times included, so any change rebuilds it.
+        An unreadable or stale cache file is rebuilt with a warning; a failed write only warns.
 
     Attributes
     ----------
@@ -113,9 +122,7 @@ class MultiExperimentIndex:
         self._fov_keys: list[tuple[str, str]] = []  # (experiment, fov_name) per position
         self._fov_shapes: list[tuple[int, int]] = []
         cache_file = self._cache_file(cache_dir) if cache_dir is not None else None
-        if cache_file is not None and cache_file.exists():
-            self._load_cache(cache_file)
-        else:
+        if cache_file is None or not cache_file.exists() or not self._load_cache(cache_file):
             self._build()
             if cache_file is not None:
                 self._save_cache(cache_file)
@@ -448,55 +455,92 @@ class MultiExperimentIndex:
             "files": files,
         }
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        return Path(cache_dir) / f"multi_experiment_index_{digest}.npz"
+        return Path(cache_dir) / f"multi_experiment_index_{digest}.parquet"
 
     def _save_cache(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {
-            "_fov_code": self._fov_code,
-            "_track_code": self._track_code,
-            "_parent": self._parent,
-            "_fov_shapes": np.array(self._fov_shapes, dtype=np.int64).reshape(-1, 2),
+        """Write the table to ``path`` atomically; a failed write leaves no file and only warns."""
+        if self.tracks.empty:
+            # parquet keeps no categories for a column without rows, and an empty index is cheap to rebuild
+            _logger.info("No observations: the index cache %s is not written", path)
+            return
+        table = self.tracks.drop(columns="position", errors="ignore")
+        clash = {_FOV_CODE_COLUMN, _TRACK_CODE_COLUMN} & set(table.columns)
+        if clash:
+            _logger.warning("Index cache not written: the tracking CSVs have reserved column(s) %s", sorted(clash))
+            return
+        table[_FOV_CODE_COLUMN] = self._fov_code
+        table[_TRACK_CODE_COLUMN] = self._track_code
+        table.attrs = {
+            _CACHE_ATTR: {
+                "version": _CACHE_VERSION,
+                "key": path.stem,
+                "n_categories": {
+                    name: len(col.cat.categories)
+                    for name, col in table.items()
+                    if isinstance(col.dtype, pd.CategoricalDtype)
+                },
+                "fov_keys": [list(k) for k in self._fov_keys],
+                "fov_shapes": [list(s) for s in self._fov_shapes],
+                # one int per track: compact and exact as little-endian int64 bytes
+                "parent": base64.b64encode(self._parent.astype("<i8").tobytes()).decode("ascii"),
+            }
         }
-        columns = []
-        for i, (name, col) in enumerate(self.tracks.drop(columns="position", errors="ignore").items()):
-            if isinstance(col.dtype, pd.CategoricalDtype):
-                arrays[f"c{i}_codes"] = col.cat.codes.to_numpy()
-                arrays[f"c{i}_categories"] = col.cat.categories.to_numpy(dtype=str)
-                columns.append([name, "category"])
-            elif pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
-                arrays[f"c{i}"] = col.to_numpy()
-                columns.append([name, "numeric"])
-            else:
-                arrays[f"c{i}"] = col.astype(str).to_numpy(dtype=str)
-                columns.append([name, "string"])
-        meta = {"fov_keys": self._fov_keys, "columns": columns}
-        arrays["_meta"] = np.array(json.dumps(meta))
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        tmp.replace(path)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a unique sibling, so concurrent writers (one per DDP rank) never share a half-written file
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            table.to_parquet(tmp, engine="pyarrow", index=False)
+            os.replace(tmp, path)
+        except Exception as err:  # a cache is an optimisation: never fail the index because of it
+            _logger.warning(
+                "Could not write the index cache %s (%s: %s); continuing without it", path, type(err).__name__, err
+            )
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            return
         _logger.info("Saved the multi-experiment index cache to %s", path)
 
-    def _load_cache(self, path: Path) -> None:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["_meta"]))
-            self._fov_keys = [tuple(k) for k in meta["fov_keys"]]
-            self._fov_shapes = [tuple(int(v) for v in s) for s in data["_fov_shapes"]]
-            self._parent = data["_parent"]
-            self._fov_code = data["_fov_code"]
-            self._track_code = data["_track_code"]
-            columns = {}
-            for i, (name, kind) in enumerate(meta["columns"]):
-                if kind == "category":
-                    columns[name] = pd.Categorical.from_codes(
-                        data[f"c{i}_codes"], categories=pd.Index(data[f"c{i}_categories"].astype(object))
-                    )
-                elif kind == "numeric":
-                    columns[name] = data[f"c{i}"]
-                else:
-                    columns[name] = data[f"c{i}"].astype(object)
-        by_exp = {exp.name: dict(self._open_positions(exp)) for exp in self.registry.experiments}
-        self.positions = [by_exp[e][f] for e, f in self._fov_keys]
-        self.tracks = pd.DataFrame(columns)
+    def _load_cache(self, path: Path) -> bool:
+        """Restore the table from ``path``; on any defect warn and return False (the caller rebuilds)."""
+        try:
+            tracks = pd.read_parquet(path, engine="pyarrow")
+            meta = tracks.attrs.get(_CACHE_ATTR)
+            tracks.attrs = {}
+            if not isinstance(meta, dict) or meta.get("version") != _CACHE_VERSION or meta.get("key") != path.stem:
+                raise ValueError(f"not a version-{_CACHE_VERSION} index cache for key {path.stem}")
+            n_categories = {
+                name: len(col.cat.categories)
+                for name, col in tracks.items()
+                if isinstance(col.dtype, pd.CategoricalDtype)
+            }
+            if n_categories != meta["n_categories"]:
+                raise ValueError("categorical columns differ from those written")
+            fov_keys = [(str(e), str(f)) for e, f in meta["fov_keys"]]
+            fov_shapes = [(int(h), int(w)) for h, w in meta["fov_shapes"]]
+            parent = np.frombuffer(base64.b64decode(meta["parent"]), dtype="<i8").astype(np.int64)
+            fov_code = tracks.pop(_FOV_CODE_COLUMN).to_numpy(dtype=np.int64)
+            track_code = tracks.pop(_TRACK_CODE_COLUMN).to_numpy(dtype=np.int64)
+            if len(fov_shapes) != len(fov_keys) or np.any((fov_code < 0) | (fov_code >= len(fov_keys))):
+                raise ValueError("FOV codes out of range")
+            if np.any((track_code < 0) | (track_code >= parent.size)) or np.any(
+                (parent < -1) | (parent >= parent.size)
+            ):
+                raise ValueError("track codes or parents out of range")
+            by_exp = {exp.name: dict(self._open_positions(exp)) for exp in self.registry.experiments}
+            missing = [f"{e}:{f}" for e, f in fov_keys if f not in by_exp.get(e, {})]
+            if missing:
+                raise ValueError(f"FOV(s) no longer in the plates: {missing[:5]}")
+        except Exception as err:  # corrupt, truncated, foreign or stale file: rebuild instead of failing
+            _logger.warning(
+                "Ignoring the unreadable index cache %s (%s: %s); rebuilding it", path, type(err).__name__, err
+            )
+            self.close()
+            return False
+        self._fov_keys, self._fov_shapes = fov_keys, fov_shapes
+        self._parent, self._fov_code, self._track_code = parent, fov_code, track_code
+        self.positions = [by_exp[e][f] for e, f in fov_keys]
+        self.tracks = tracks
         _logger.info("Loaded the multi-experiment index from cache %s", path)
+        return True
