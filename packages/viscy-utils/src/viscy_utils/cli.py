@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from viscy_utils._lightning_cli import VisCyCLI
 
-__all__ = ["VisCyCLI", "main", "run_cli"]
+__all__ = ["VisCyCLI", "enable_huge_page_buffers", "main", "run_cli"]
 
 DESCRIPTION = "Computer vision models for single-cell phenotyping."
 
@@ -109,8 +109,21 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
     return "\n".join(lines) + "\n"
 
 
+def enable_huge_page_buffers() -> None:
+    """Ask torch to back large CPU tensors with transparent huge pages, unless the user decided already.
+
+    Sets ``THP_MEM_ALLOC_ENABLE=1`` (a torch setting, read once, at torch's first allocation) when the
+    variable is unset. Every large tensor a CPU batch transform allocates is otherwise page-faulted 4 KiB at
+    a time: measured on a 2-core machine, element-wise ops on a (64, 1, 8, 192, 192) batch ran 3-4x faster
+    with huge pages, and the CPU augmentation chain of ``multi_experiment_fit.yml`` about twice as fast.
+    It must run before torch allocates anything to take effect; ``THP_MEM_ALLOC_ENABLE=0`` opts out.
+    """
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def _setup_environment() -> None:
-    """Set the Lightning log level from ``VISCY_LOG_LEVEL`` and allow TF32 matmuls."""
+    """Enable huge-page tensor buffers, set the Lightning log level and allow TF32 matmuls."""
+    enable_huge_page_buffers()
     import torch
 
     level = os.environ.get("VISCY_LOG_LEVEL", "INFO")
