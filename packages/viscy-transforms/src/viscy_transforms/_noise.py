@@ -143,18 +143,23 @@ class BatchedRandGaussianNoise(BatchRandomizable):
         return get_equivalent_dtype(self.dtype, torch.Tensor) if self.dtype is not None else torch.float32
 
     def randomize(self, img: torch.Tensor, mean: float | None = None) -> None:
-        """Draw per-sample decisions, standard deviations and noise fields for the batch ``img``."""
+        """Draw per-sample decisions, standard deviations and noise fields for the batch ``img``.
+
+        Noise is generated for the selected samples only: drawing normal variates is the cost of this
+        transform, and with ``prob=0.5`` half of them would be multiplied by zero.
+        """
         n, device = img.shape[0], img.device
         mask = self._coin(n, device)
         if self.sample_std:
             std = self._uniform(0.0, self.std, (n,), device)
         else:
             std = torch.full((n,), float(self.std), device=device)
-        std = torch.where(mask, std, torch.zeros_like(std))
-        offset = torch.where(mask, torch.full_like(std, self.mean if mean is None else mean), torch.zeros_like(std))
         dtype = self._work_dtype(img)
-        noise = self._randn(img.shape, device, dtype=dtype)
-        self._noise = noise.mul_(batch_view(std.to(dtype), img.ndim)).add_(batch_view(offset.to(dtype), img.ndim))
+        selected = mask.nonzero().squeeze(1)
+        noise = self._randn((selected.numel(), *img.shape[1:]), device, dtype=dtype)
+        offset = float(self.mean if mean is None else mean)
+        self._shape, self._dtype, self._selected = tuple(img.shape), dtype, selected
+        self._noise = noise.mul_(batch_view(std[selected].to(dtype), img.ndim)).add_(offset)
 
     def __call__(self, img: torch.Tensor, mean: float | None = None, randomize: bool = True) -> torch.Tensor:
         if not isinstance(img, torch.Tensor) or img.ndim < 2:
@@ -163,11 +168,15 @@ class BatchedRandGaussianNoise(BatchRandomizable):
             self.randomize(img, mean)
         if self._noise is None:
             raise RuntimeError(f"{type(self).__name__}: call with randomize=True before randomize=False.")
-        if self._noise.shape != img.shape:
+        if self._shape != tuple(img.shape):
             raise ValueError(
-                f"{type(self).__name__}: noise was drawn for shape {tuple(self._noise.shape)}, got {tuple(img.shape)}."
+                f"{type(self).__name__}: noise was drawn for shape {self._shape}, got {tuple(img.shape)}."
             )
-        return img.to(self._noise.dtype) + self._noise
+        if self._selected.numel() == img.shape[0]:
+            return img.to(self._dtype) + self._noise
+        noisy = img.index_select(0, self._selected).to(self._dtype).add_(self._noise)
+        # index_copy_ rather than index_add_: deterministic on CUDA under torch.use_deterministic_algorithms
+        return img.to(self._dtype, copy=True).index_copy_(0, self._selected, noisy)
 
 
 class BatchedRandGaussianNoised(BatchedRandDictTransform):
