@@ -169,9 +169,7 @@ class BatchedRandGaussianNoise(BatchRandomizable):
         if self._noise is None:
             raise RuntimeError(f"{type(self).__name__}: call with randomize=True before randomize=False.")
         if self._shape != tuple(img.shape):
-            raise ValueError(
-                f"{type(self).__name__}: noise was drawn for shape {self._shape}, got {tuple(img.shape)}."
-            )
+            raise ValueError(f"{type(self).__name__}: noise was drawn for shape {self._shape}, got {tuple(img.shape)}.")
         if self._selected.numel() == img.shape[0]:
             return img.to(self._dtype) + self._noise
         noisy = img.index_select(0, self._selected).to(self._dtype).add_(self._noise)
