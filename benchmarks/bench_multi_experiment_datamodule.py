@@ -6,10 +6,18 @@ Sampling, normalisations and augmentations come from
 ``applications/dynaclr/examples/configs/multi_experiment_fit.yml``; the geometry is scaled to a CPU:
 Z = 8, 192 x 192 reads centre-cropped to 160 x 160, batch 64 (anchor + positive), 2 loader threads.
 Run: ``uv run python benchmarks/bench_multi_experiment_datamodule.py``. Target: >= 60 samples/s.
+Like ``dynaclr fit``, the script backs large tensors with transparent huge pages
+(:func:`viscy_utils.cli.enable_huge_page_buffers`); run it with ``THP_MEM_ALLOC_ENABLE=0`` to measure without.
 """
+
+# before torch is imported, exactly as the dynaclr / viscy command line does
+from viscy_utils.cli import enable_huge_page_buffers
+
+enable_huge_page_buffers()
 
 import dataclasses
 import importlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -122,7 +130,8 @@ def main(batches: int = 6, batch_size: int = 64) -> None:
         print(
             f"train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
-            f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()})"
+            f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()}; "
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')})"
         )
         # where the transform time goes: each transform alone on one (anchor) key set
         sample = {f"ch_{i}": torch.rand(batch_size, 1, 8, 192, 192) for i in range(2)}
