@@ -286,6 +286,9 @@ def test_cache_round_trip_exact(tmp_path, monkeypatch):
     built = MultiExperimentIndex(registry, slice(0, 2), (32, 32), cache_dir=cache)
     files = list(cache.iterdir())
     assert len(files) == 1 and files[0].suffix == ".parquet"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert files[0].stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file: readable by a shared team
     assert {"area", "label", "mitotic", "score", "parent_track_id"} <= set(built.tracks.columns)
     with monkeypatch.context() as m:
         _no_build(m)

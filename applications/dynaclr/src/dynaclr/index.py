@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -488,9 +488,9 @@ class MultiExperimentIndex:
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # a unique sibling, so concurrent writers (one per DDP rank) never share a half-written file
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
+            # a unique sibling, so concurrent writers (one per DDP rank) never share a half-written file;
+            # not mkstemp, whose 0600 mode would hide a shared cache from other users
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
             table.to_parquet(tmp, engine="pyarrow", index=False)
             os.replace(tmp, path)
         except Exception as err:  # a cache is an optimisation: never fail the index because of it
@@ -498,7 +498,7 @@ class MultiExperimentIndex:
                 "Could not write the index cache %s (%s: %s); continuing without it", path, type(err).__name__, err
             )
             if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
             return
         _logger.info("Saved the multi-experiment index cache to %s", path)
 
