@@ -279,10 +279,13 @@ class BatchedScaleIntensityRangePercentiles(ScaleIntensityRangePercentiles):
         a_min, a_max = a_min.to(work), a_max.to(work)
         b_min, b_max = self._output_range()
         degenerate = a_max == a_min
-        # one temporary, updated in place: these passes over the whole batch are memory-bound
-        out = (x - a_min).div_(torch.where(degenerate, torch.ones_like(a_max), a_max - a_min))
+        # one temporary, updated in place, and the per-sample factor folded before touching the batch: these
+        # passes over the whole batch are memory-bound (subtracting first keeps the precision of x - a_min)
+        span = torch.where(degenerate, torch.ones_like(a_max), a_max - a_min)
         if b_min is not None and b_max is not None:
-            out = out.mul_(b_max - b_min).add_(b_min)
+            out = (x - a_min).mul_((b_max - b_min) / span).add_(b_min)
+        else:
+            out = (x - a_min).div_(span)
         if self.clip:
             out = out.clamp_(min=b_min, max=b_max)
         if degenerate.any():
