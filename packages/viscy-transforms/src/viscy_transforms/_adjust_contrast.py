@@ -10,6 +10,7 @@ import torch
 from viscy_transforms._batched_dict import BatchedRandDictTransform
 from viscy_transforms._checks import as_range, batch_view, check_ndim
 from viscy_transforms._random import BatchRandomizable
+from viscy_transforms._selection import merge_selected
 
 __all__ = ["BatchedRandAdjustContrast", "BatchedRandAdjustContrastd"]
 
@@ -91,7 +92,7 @@ class BatchedRandAdjustContrast(BatchRandomizable):
             out = out.div_(out.std(dim=dims, keepdim=True) + 1e-8).mul_(std).add_(mean)
         if self.invert_image:
             out = out.neg_()
-        return out if every else img.to(out.dtype, copy=True).index_copy_(0, selected, out)
+        return merge_selected(img, selected, out)
 
 
 class BatchedRandAdjustContrastd(BatchedRandDictTransform):

@@ -11,6 +11,7 @@ from monai.transforms import MapTransform
 
 from viscy_transforms._checks import check_ndim, check_same_batch
 from viscy_transforms._random import BatchRandomizable
+from viscy_transforms._selection import merge_selected
 
 __all__ = ["BatchedRandAffined", "affine_resample", "parse_axis_ranges"]
 
@@ -310,5 +311,5 @@ class BatchedRandAffined(MapTransform, BatchRandomizable):
                     grids[grid_key] = _sampling_grid(matrix.to(img.device), spatial, grid_key[1])
                 src = img if selected.numel() == img.shape[0] else img[selected]
                 warped = _resample(src, grids[grid_key], self.mode)
-                d[key] = warped if src is img else img.clone().index_copy_(0, selected, warped)
+                d[key] = merge_selected(img, selected, warped)
         return d

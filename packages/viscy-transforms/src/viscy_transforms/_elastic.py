@@ -12,6 +12,7 @@ from monai.utils import fall_back_tuple
 from viscy_transforms._checks import as_range, batch_view, check_aligned_volumes
 from viscy_transforms._gaussian_smooth import filter3d_separable, gaussian_kernel1d, kernel_tail
 from viscy_transforms._random import BatchRandomizable
+from viscy_transforms._selection import merge_selected
 
 __all__ = ["BatchedRand3DElasticd"]
 
@@ -120,9 +121,7 @@ class BatchedRand3DElasticd(MapTransform, BatchRandomizable):
             padding_mode=self.padding_mode,
             align_corners=False,
         ).to(img.dtype)
-        if warped.shape[0] == img.shape[0]:
-            return warped
-        return img.clone().index_copy_(0, self._rows, warped)
+        return merge_selected(img, self._rows, warped)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

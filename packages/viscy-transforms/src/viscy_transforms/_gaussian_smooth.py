@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from viscy_transforms._batched_dict import BatchedRandDictTransform
 from viscy_transforms._checks import as_range, check_ndim
 from viscy_transforms._random import BatchRandomizable
+from viscy_transforms._selection import merge_selected
 
 __all__ = [
     "BatchedRandGaussianSmooth",
@@ -163,15 +164,14 @@ class BatchedRandGaussianSmooth(BatchRandomizable):
         if self._mask is None or self._mask.shape[0] != img.shape[0]:
             raise RuntimeError(f"{type(self).__name__}: no parameters drawn for a batch of {img.shape[0]}.")
         selected = self._mask.nonzero().squeeze(1)
-        out = img.clone()
         if selected.numel() == 0:
-            return out
+            return img.clone()
         sigma = self._sigma[selected]
         kernels = []
         for axis, (_, high) in enumerate((self.sigma_z, self.sigma_y, self.sigma_x)):
             kernels.append(None if high == 0 else gaussian_kernel1d(sigma[:, axis], kernel_tail(high, self.truncated)))
-        blurred = filter3d_separable(img[selected], *kernels, border_type=self.border_type)
-        return out.index_copy_(0, selected, blurred)
+        src = img if selected.numel() == img.shape[0] else img[selected]
+        return merge_selected(img, selected, filter3d_separable(src, *kernels, border_type=self.border_type))
 
 
 class BatchedRandGaussianSmoothd(BatchedRandDictTransform):

@@ -12,6 +12,7 @@ from monai.utils.type_conversion import get_equivalent_dtype
 from viscy_transforms._batched_dict import BatchedRandDictTransform
 from viscy_transforms._checks import batch_view
 from viscy_transforms._random import BatchRandomizable, check_prob
+from viscy_transforms._selection import merge_selected
 
 __all__ = [
     "BatchedRandGaussianNoise",
@@ -173,8 +174,7 @@ class BatchedRandGaussianNoise(BatchRandomizable):
         if self._selected.numel() == img.shape[0]:
             return img.to(self._dtype) + self._noise
         noisy = img.index_select(0, self._selected).to(self._dtype).add_(self._noise)
-        # index_copy_ rather than index_add_: deterministic on CUDA under torch.use_deterministic_algorithms
-        return img.to(self._dtype, copy=True).index_copy_(0, self._selected, noisy)
+        return merge_selected(img, self._selected, noisy)
 
 
 class BatchedRandGaussianNoised(BatchedRandDictTransform):
