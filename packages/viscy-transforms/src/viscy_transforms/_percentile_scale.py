@@ -124,14 +124,16 @@ def _order_statistics_sampled(rows: torch.Tensor, ranks: list[int]) -> torch.Ten
     holds it with high probability. A few passes over the row count the values below each bracket and extract
     the few inside it, where a small partition finds the rank. The counts prove the rank lies in its bracket,
     so the result is exact; rows where it does not (unlucky sample, NaN) are partitioned in full.
-    Rows are processed one by one, so that each row and its masks stay in cache (numpy's compare and count
-    kernels are then several times faster than passes over the whole batch), by ``torch.get_num_threads()``
-    threads, since numpy releases the GIL in these kernels.
+    Each row is scanned in chunks that stay in L2 with their masks over those passes: numpy's compare and
+    count kernels are then several times faster than torch's or numpy's passes over the whole batch. Rows are
+    spread over ``torch.get_num_threads()`` threads (numpy releases the GIL in these kernels), so a loader
+    worker, where torch runs one thread, stays on one core.
     """
     a = rows.detach().numpy()
     r, n = a.shape
     size = max(_SAMPLE_SIZE, round(_SAMPLE_PER_SQRT_N * math.sqrt(n)))
-    # sorted positions: the gather walks each row forwards; the fixed seed keeps results reproducible
+    # drawn with replacement, as the margins assume; sorted so that the gather walks each row forwards.
+    # The fixed seed makes the work (not the result, which is exact anyway) reproducible.
     idx = np.sort(np.random.default_rng(_SAMPLE_SEED).integers(0, n, size))
     brackets = _brackets(n, size, ranks)
 
@@ -144,11 +146,13 @@ def _order_statistics_sampled(rows: torch.Tensor, ranks: list[int]) -> torch.Ten
             results = list(pool.map(select, range(r)))
     else:
         results = [select(i) for i in range(r)]
-    missed = [i for i, res in enumerate(results) if res is None]
     out = np.empty((r, len(ranks)), a.dtype)
-    found = [i for i, res in enumerate(results) if res is not None]
-    if found:
-        out[found] = np.stack([results[i] for i in found])
+    missed = []
+    for i, res in enumerate(results):
+        if res is None:
+            missed.append(i)
+        else:
+            out[i] = res
     if missed:
         out[missed] = np.partition(a[missed], ranks, axis=1)[:, ranks]
     return torch.from_numpy(out)
