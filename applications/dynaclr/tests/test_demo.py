@@ -59,6 +59,75 @@ def test_dataset_registry_lineage_and_known_onset(small_dataset):
         assert "GFP" in position.zattrs["normalization"]
 
 
+def _reporter_profiles(plate, images):
+    """Integrated reporter (disk of radius 9) and centre value of isolated, in-focus, non-border interphase cells."""
+    ann = plate.annotations
+    zc = plate.shape[2] // 2
+    height, width = plate.shape[3:]
+    totals, centres, keep = [], [], []
+    yy, xx = np.mgrid[:height, :width]
+    for fov, frame in ann.groupby("fov_name"):
+        for _, cells in frame.groupby("t"):
+            yx = cells[["y", "x"]].to_numpy()
+            gap = np.sqrt(((yx[:, None] - yx[None]) ** 2).sum(-1)) + np.eye(len(yx)) * 1e9
+            isolated = (gap.min(1) > 30) & (np.minimum(yx, [height - 1, width - 1] - yx).min(1) > 10)
+            for (_, row), ok in zip(cells.iterrows(), isolated & (cells["division"].to_numpy() == 0)):
+                if not ok:
+                    continue
+                image = images[fov][row["t"], 1, zc] - 0.1  # background offset of the reporter
+                disk = (yy - row["y"]) ** 2 + (xx - row["x"]) ** 2 <= 81
+                totals.append(image[disk].sum())
+                centres.append(image[int(round(row["y"])), int(round(row["x"]))])
+                keep.append(row.name)
+    return np.array(totals), np.array(centres), ann.loc[keep, "infection_state"].to_numpy() == 1
+
+
+@pytest.mark.parametrize("brightness_sd", [0.0, 0.5])
+def test_relocalisation_phenotype_is_structural_not_brighter(tmp_path, brightness_sd):
+    from iohub.ngff import open_ome_zarr
+
+    from viscy_data.synthetic import write_synthetic_plate
+
+    plate = write_synthetic_plate(
+        tmp_path / "p.zarr",
+        n_timepoints=6,
+        z_size=1,
+        yx_size=(160, 160),
+        cells_per_fov=4,
+        infection_onset=2,
+        division_probability=0.0,
+        infection_phenotype="relocalisation",
+        reporter_brightness_sd=brightness_sd,
+        seed=3,
+        tracks_path=tmp_path / "tracks",
+    )
+    with open_ome_zarr(plate.store_path) as store:
+        images = {name: np.asarray(pos["0"][:]) for name, pos in store.positions()}
+    totals, centres, infected = _reporter_profiles(plate, images)
+    assert infected.sum() >= 5 and (~infected).sum() >= 5
+    # the reporter moves into the nucleus: per unit of reporter, the centre is bright when infected and the
+    # dark hole of a ring before, whatever the cell's expression level
+    concentration = centres / totals
+    assert concentration[infected].min() > 3 * concentration[~infected].max()
+    # ... at the same integrated intensity (the disk clips a little of the wider cytoplasm)
+    ratio = np.median(totals[infected]) / np.median(totals[~infected])
+    if brightness_sd == 0:
+        assert 0.9 < ratio < 1.25
+    else:
+        # cell-to-cell expression varies more than the states differ in total intensity
+        spread = np.std(np.log(totals[~infected]))
+        assert spread > abs(np.log(ratio))
+
+
+def test_unknown_phenotype_is_named(tmp_path):
+    from viscy_data.synthetic import write_synthetic_plate
+
+    with pytest.raises(ValueError, match="glowing"):
+        write_synthetic_plate(tmp_path / "p.zarr", infection_phenotype="glowing")
+    with pytest.raises(ValueError, match="reporter_brightness_sd"):
+        write_synthetic_plate(tmp_path / "p.zarr", reporter_brightness_sd=-1.0)
+
+
 def test_dataset_rejects_onset_after_last_frame(tmp_path):
     with pytest.raises(ValueError, match="infection onset"):
         write_demo_dataset(tmp_path, n_timepoints=3, experiments=EXPERIMENTS, progress=False)

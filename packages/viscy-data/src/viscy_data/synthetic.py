@@ -28,7 +28,7 @@ import pandas as pd
 from viscy_data._typing import INDEX_COLUMNS, LABEL_CELL_DIVISION_STATE, LABEL_INFECTION_STATE
 from viscy_data.norm_meta import NORM_META_KEY, compute_statistics, merge_norm_meta
 
-__all__ = ["TRACKS_COLUMNS", "SyntheticPlate", "write_synthetic_plate"]
+__all__ = ["INFECTION_PHENOTYPES", "TRACKS_COLUMNS", "SyntheticPlate", "write_synthetic_plate"]
 
 #: columns of the per-FOV tracks CSVs, in order
 TRACKS_COLUMNS = ["track_id", "t", "y", "x", "id", "parent_track_id", "parent_id"]
@@ -37,6 +37,13 @@ TRACKS_COLUMNS = ["track_id", "t", "y", "x", "id", "parent_track_id", "parent_id
 CELL_RADIUS = 7.0
 #: minimum number of frames a track lives before it may divide again
 MIN_CYCLE_FRAMES = 3
+#: infection phenotypes of the reporter channel (see ``write_synthetic_plate``)
+INFECTION_PHENOTYPES = ("bright_nucleus", "relocalisation")
+# relocalisation: nucleus sigma = radius / _NUCLEUS_FRACTION, cell body sigma = radius / 1.6; the amplitudes make the
+# integrated reporter of the nucleus equal to that of the cytoplasm (body minus nucleus)
+_NUCLEUS_FRACTION = 3.5
+_CYTOPLASM_AMPLITUDE = 0.5
+_NUCLEUS_AMPLITUDE = _CYTOPLASM_AMPLITUDE * ((_NUCLEUS_FRACTION / 1.6) ** 2 - 1.0)
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,8 @@ def _render_fov(
     n_channels: int,
     z_size: int,
     yx_size: tuple[int, int],
+    infection_phenotype: str = "bright_nucleus",
+    reporter_brightness_sd: float = 0.0,
 ) -> np.ndarray:
     """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it."""
     height, width = yx_size
@@ -187,6 +196,10 @@ def _render_fov(
     track_codes = tracks["track_id"].to_numpy()
     texture_rng = np.random.default_rng(rng.integers(1 << 31))
     angles = texture_rng.uniform(0, np.pi, size=track_codes.max() + 1 if len(track_codes) else 1)
+    # per-track reporter expression level (drawn only when asked, so the default images stay the same)
+    brightness = np.ones_like(angles)
+    if reporter_brightness_sd > 0:
+        brightness = np.exp(texture_rng.normal(0.0, reporter_brightness_sd, size=angles.shape))
     # each cell is drawn in a small window around it (cost independent of the image size)
     half = int(np.ceil(CELL_RADIUS * 2))
     offsets = np.arange(-half, half + 1, dtype=np.float32)
@@ -208,8 +221,15 @@ def _render_fov(
         texture = 1.0 + 0.3 * np.cos(0.9 * (dy * np.cos(angle) + dx * np.sin(angle)))
         window = np.ix_(ys, xs)
         phase[t][window] += (1.5 if div else 1.0) * body * texture - 0.4 * rim
-        nucleus = np.exp(-r2 / (2 * (radius / 4.0) ** 2))
-        reporter[t][window] += 3.0 * nucleus if inf else 0.35 * body
+        if infection_phenotype == "bright_nucleus":
+            nucleus = np.exp(-r2 / (2 * (radius / 4.0) ** 2))
+            reporter[t][window] += brightness[track] * (3.0 * nucleus if inf else 0.35 * body)
+        else:  # relocalisation: the same amount of reporter, diffuse over the cytoplasm or packed in the nucleus
+            nucleus = np.exp(-r2 / (2 * (radius / _NUCLEUS_FRACTION) ** 2))
+            cytoplasm = np.clip(body - nucleus, 0.0, None)
+            reporter[t][window] += brightness[track] * (
+                _NUCLEUS_AMPLITUDE * nucleus if inf else _CYTOPLASM_AMPLITUDE * cytoplasm
+            )
     images = np.empty((n_timepoints, n_channels, z_size, height, width), dtype=np.float32)
     images[:, 0] = focus[None, :, None, None] * phase[:, None]
     for c in range(1, n_channels):
@@ -238,6 +258,8 @@ def write_synthetic_plate(
     infected_wells: Sequence[str] = ("B/1", "B/2"),
     infection_onset: int = 4,
     division_probability: float = 0.08,
+    infection_phenotype: str = "bright_nucleus",
+    reporter_brightness_sd: float = 0.0,
     seed: int = 0,
     version: str = "0.4",
     tracks_path: str | Path | None = None,
@@ -271,6 +293,15 @@ def write_synthetic_plate(
         First infected frame.
     division_probability : float, default 0.08
         Probability per frame that a cell (at least 3 frames old) divides.
+    infection_phenotype : {"bright_nucleus", "relocalisation"}, default "bright_nucleus"
+        What infection does to the reporter. ``"bright_nucleus"``: dim and diffuse over the cell before,
+        bright and nucleus-sized after (infection changes the total intensity). ``"relocalisation"``: the
+        reporter fills the cytoplasm (a ring around a dark nucleus) before and is packed into the nucleus
+        after, with the same integrated intensity, so only the structure tells the states apart. Either
+        appears in full at the labelled onset frame.
+    reporter_brightness_sd : float, default 0.0
+        Standard deviation of the log of a per-track reporter expression level (cell-to-cell variation of
+        brightness); 0 draws none.
     seed : int, default 0
         Everything (tracks, textures, noise) is a function of it.
     version : {"0.4", "0.5"}, default "0.4"
@@ -291,6 +322,10 @@ def write_synthetic_plate(
     """
     from iohub.ngff import open_ome_zarr
 
+    if infection_phenotype not in INFECTION_PHENOTYPES:
+        raise ValueError(f"infection_phenotype must be one of {INFECTION_PHENOTYPES}, got {infection_phenotype!r}")
+    if reporter_brightness_sd < 0:
+        raise ValueError(f"reporter_brightness_sd must be >= 0, got {reporter_brightness_sd}")
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
     channel_names = tuple(channel_names)
@@ -316,7 +351,16 @@ def write_synthetic_plate(
             images.append(
                 _to_dtype(
                     _render_fov(
-                        rng, tracks, infected, division.astype(bool), n_timepoints, len(channel_names), z_size, yx_size
+                        rng,
+                        tracks,
+                        infected,
+                        division.astype(bool),
+                        n_timepoints,
+                        len(channel_names),
+                        z_size,
+                        yx_size,
+                        infection_phenotype,
+                        reporter_brightness_sd,
                     ),
                     dtype,
                 )

@@ -93,6 +93,8 @@ def write_demo_dataset(
     z_size: int = 3,
     cells_per_fov: int = 8,
     seed: int = 0,
+    infection_phenotype: str = "bright_nucleus",
+    reporter_brightness_sd: float = 0.0,
     experiments: tuple[DemoExperiment, ...] = DEMO_EXPERIMENTS,
     progress: bool = True,
 ) -> DemoDataset:
@@ -114,6 +116,11 @@ def write_demo_dataset(
         Cells per FOV at the first frame (divisions add more).
     seed : int, default 0
         Base seed; experiment ``i`` uses ``seed * 100 + i``.
+    infection_phenotype : {"bright_nucleus", "relocalisation"}, default "bright_nucleus"
+        What infection does to the reporter (:func:`viscy_data.synthetic.write_synthetic_plate`).
+    reporter_brightness_sd : float, default 0.0
+        Cell-to-cell variation of reporter expression (sd of its log), so that brightness alone does not
+        tell infected from uninfected cells.
     experiments : tuple of DemoExperiment
         The experiments; the last one is held out.
     progress : bool, default True
@@ -148,6 +155,8 @@ def write_demo_dataset(
             channel_names=exp.channel_names,
             infected_wells=INFECTED_WELLS,
             infection_onset=exp.infection_onset,
+            infection_phenotype=infection_phenotype,
+            reporter_brightness_sd=reporter_brightness_sd,
             seed=seed * 100 + i,
             tracks_path=root / f"{exp.name}_tracks",
         )
