@@ -337,7 +337,8 @@ temporal_global_fraction, experiment_weights, condition_ratio
         if collated is not None:
             sample["norm_meta"] = collated
         out = transform(sample)
-        return torch.cat([out[k] for k in self._channel_keys], dim=1)
+        # crop the channels before concatenating them: the copy is of the final patches only
+        return torch.cat([self._crop(out[k]) for k in self._channel_keys], dim=1)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Normalise, augment (training only), centre-crop and channel-drop (training only)."""
@@ -357,8 +358,9 @@ temporal_global_fraction, experiment_weights, condition_ratio
             if norm_meta is not None and all(m is None for m in norm_meta):
                 norm_meta = None
             if len(transform.transforms):
-                images = self._apply(transform, images, norm_meta)
-            batch[key] = self._crop(images)
+                batch[key] = self._apply(transform, images, norm_meta)
+            else:
+                batch[key] = self._crop(images)
         if training:
             self.channel_dropout.train()
             for key in ("anchor", "positive"):
