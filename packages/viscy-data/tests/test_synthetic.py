@@ -151,12 +151,28 @@ def test_options_external_tracks_uint16_no_meta(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out), plate.annotations)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_border_margin_keeps_every_cell_inside(tmp_path, seed):
+    kw = dict(n_timepoints=12, yx_size=(64, 80), cells_per_fov=8, z_size=1, division_probability=0.3, seed=seed)
+    plate = write_synthetic_plate(tmp_path / "p.zarr", border_margin=16, **kw)
+    ann = plate.annotations
+    assert ann["y"].between(16, 64 - 17).all() and ann["x"].between(16, 80 - 17).all()
+    assert (ann["division"] == 1).any()  # daughters born near the limit are reflected inside too
+    # cells still roam the interior: they reach close to the limits
+    assert ann["y"].min() < 24 and ann["y"].max() > 64 - 25
+    # the default still puts cells at the border
+    default = write_synthetic_plate(tmp_path / "d.zarr", **kw).annotations
+    assert ((default["y"] < 8) | (default["x"] < 8)).any()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         (dict(version="0.3"), "version"),
         (dict(wells=("A1",), infected_wells=()), "A1"),
         (dict(channel_names=()), "channel"),
+        (dict(yx_size=(40, 40), border_margin=20), "border_margin"),
+        (dict(border_margin=-1), "border_margin"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):

@@ -93,16 +93,25 @@ def _simulate_tracks(
     yx_size: tuple[int, int],
     n_cells: int,
     division_probability: float,
+    border_margin: float | None = None,
 ) -> pd.DataFrame:
     """Random-walk cells with divisions; returns one row per detection (lineage columns included).
 
-    The first cell starts a few pixels from a border so that every FOV has border cases.
+    Without ``border_margin`` the first cell starts a few pixels from a border so that every FOV has border
+    cases, and cells roam the whole image; with it, every centroid stays ``border_margin`` pixels inside.
     """
     height, width = yx_size
-    margin = CELL_RADIUS + 2
-    pos = rng.uniform([margin, margin], [height - margin, width - margin], size=(n_cells, 2))
-    if n_cells:
-        pos[0] = (rng.uniform(2.0, 5.0), rng.uniform(margin, width - margin))
+    if border_margin is None:
+        margin = CELL_RADIUS + 2
+        low = np.zeros(2)
+        high = np.array([height - 1.0, width - 1.0])
+        pos = rng.uniform([margin, margin], [height - margin, width - margin], size=(n_cells, 2))
+        if n_cells:
+            pos[0] = (rng.uniform(2.0, 5.0), rng.uniform(margin, width - margin))
+    else:
+        low = np.full(2, float(border_margin))
+        high = np.array([height - 1.0, width - 1.0]) - border_margin
+        pos = rng.uniform(low, high, size=(n_cells, 2))
     vel = rng.normal(0.0, 0.8, size=(n_cells, 2))
     track_ids = np.arange(n_cells)
     parent_tracks = np.full(n_cells, -1)
@@ -131,10 +140,9 @@ def _simulate_tracks(
                 next_track += n_new
             vel = 0.8 * vel + rng.normal(0.0, 0.5, size=vel.shape)
             pos = pos + vel
-            # cells stay inside the field of view (reflect at the borders)
-            limits = np.array([height - 1.0, width - 1.0])
-            pos = np.abs(pos)
-            pos = np.where(pos > limits, 2 * limits - pos, pos).clip(0.0, limits)
+            # cells stay inside the field of view, or its interior (reflect at the limits)
+            pos = low + np.abs(pos - low)
+            pos = np.where(pos > high, 2 * high - pos, pos).clip(low, high)
         ids = np.arange(next_id, next_id + len(track_ids))
         next_id += len(track_ids)
         frames.append(
@@ -260,6 +268,7 @@ def write_synthetic_plate(
     division_probability: float = 0.08,
     infection_phenotype: str = "bright_nucleus",
     reporter_brightness_sd: float = 0.0,
+    border_margin: float | None = None,
     seed: int = 0,
     version: str = "0.4",
     tracks_path: str | Path | None = None,
@@ -302,6 +311,10 @@ def write_synthetic_plate(
     reporter_brightness_sd : float, default 0.0
         Standard deviation of the log of a per-track reporter expression level (cell-to-cell variation of
         brightness); 0 draws none.
+    border_margin : float, optional
+        Keep every cell centroid at least this many pixels from the image border (e.g. half a training patch,
+        so that every patch is centred on its cell). Default: cells roam the whole image and every FOV has a
+        cell starting a few pixels from a border.
     seed : int, default 0
         Everything (tracks, textures, noise) is a function of it.
     version : {"0.4", "0.5"}, default "0.4"
@@ -326,6 +339,10 @@ def write_synthetic_plate(
         raise ValueError(f"infection_phenotype must be one of {INFECTION_PHENOTYPES}, got {infection_phenotype!r}")
     if reporter_brightness_sd < 0:
         raise ValueError(f"reporter_brightness_sd must be >= 0, got {reporter_brightness_sd}")
+    if border_margin is not None and not 0 <= border_margin < (min(yx_size) - 1) / 2:
+        raise ValueError(
+            f"border_margin must be in [0, {(min(yx_size) - 1) / 2}) for yx_size {tuple(yx_size)}, got {border_margin}"
+        )
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
     channel_names = tuple(channel_names)
@@ -345,7 +362,7 @@ def write_synthetic_plate(
         for f in range(fovs_per_well):
             fov_name = f"{well}/{f}"
             rng = np.random.default_rng([seed, len(fov_names)])
-            tracks = _simulate_tracks(rng, n_timepoints, yx_size, cells_per_fov, division_probability)
+            tracks = _simulate_tracks(rng, n_timepoints, yx_size, cells_per_fov, division_probability, border_margin)
             infected = (well in infected_wells) & (tracks["t"].to_numpy() >= infection_onset)
             division = _division_labels(tracks)
             images.append(

@@ -95,6 +95,7 @@ def write_demo_dataset(
     seed: int = 0,
     infection_phenotype: str = "bright_nucleus",
     reporter_brightness_sd: float = 0.0,
+    border_margin: float | None = None,
     experiments: tuple[DemoExperiment, ...] = DEMO_EXPERIMENTS,
     progress: bool = True,
 ) -> DemoDataset:
@@ -121,6 +122,9 @@ def write_demo_dataset(
     reporter_brightness_sd : float, default 0.0
         Cell-to-cell variation of reporter expression (sd of its log), so that brightness alone does not
         tell infected from uninfected cells.
+    border_margin : float, optional
+        Keep cell centroids this many pixels inside the image (half the training patch centres every patch on
+        its cell); default: cells roam the whole image, some clipped by the border.
     experiments : tuple of DemoExperiment
         The experiments; the last one is held out.
     progress : bool, default True
@@ -157,6 +161,7 @@ def write_demo_dataset(
             infection_onset=exp.infection_onset,
             infection_phenotype=infection_phenotype,
             reporter_brightness_sd=reporter_brightness_sd,
+            border_margin=border_margin,
             seed=seed * 100 + i,
             tracks_path=root / f"{exp.name}_tracks",
         )
