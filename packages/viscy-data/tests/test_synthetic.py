@@ -165,6 +165,18 @@ def test_border_margin_keeps_every_cell_inside(tmp_path, seed):
     assert ((default["y"] < 8) | (default["x"] < 8)).any()
 
 
+def test_noise_sd_sets_the_camera_noise(tmp_path):
+    kw = dict(wells=("A/1", "B/1"), n_timepoints=3, yx_size=(48, 48), cells_per_fov=3, z_size=2, seed=5)
+    clean = _read_all(write_synthetic_plate(tmp_path / "a.zarr", noise_sd=0.0, **kw).store_path)
+    noisy = _read_all(write_synthetic_plate(tmp_path / "b.zarr", noise_sd=0.2, **kw).store_path)
+    default = _read_all(write_synthetic_plate(tmp_path / "c.zarr", **kw).store_path)
+    for name in clean:
+        # the same cells; only the added noise differs
+        diff = noisy[name] - clean[name]
+        assert abs(diff.std() - 0.2) < 0.01 and abs(diff.mean()) < 0.01
+        assert abs((default[name] - clean[name]).std() - 0.05) < 0.0025
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -173,6 +185,7 @@ def test_border_margin_keeps_every_cell_inside(tmp_path, seed):
         (dict(channel_names=()), "channel"),
         (dict(yx_size=(40, 40), border_margin=20), "border_margin"),
         (dict(border_margin=-1), "border_margin"),
+        (dict(noise_sd=-0.1), "noise_sd"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):

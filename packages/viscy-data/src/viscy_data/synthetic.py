@@ -193,6 +193,7 @@ def _render_fov(
     yx_size: tuple[int, int],
     infection_phenotype: str = "bright_nucleus",
     reporter_brightness_sd: float = 0.0,
+    noise_sd: float = 0.05,
 ) -> np.ndarray:
     """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it."""
     height, width = yx_size
@@ -242,7 +243,7 @@ def _render_fov(
     images[:, 0] = focus[None, :, None, None] * phase[:, None]
     for c in range(1, n_channels):
         images[:, c] = (0.5 + 0.5 * focus[None, :, None, None]) * reporter[:, None] + 0.1
-    images += rng.normal(0.0, 0.05, size=images.shape).astype(np.float32)
+    images += rng.normal(0.0, noise_sd, size=images.shape).astype(np.float32)
     return images
 
 
@@ -269,6 +270,7 @@ def write_synthetic_plate(
     infection_phenotype: str = "bright_nucleus",
     reporter_brightness_sd: float = 0.0,
     border_margin: float | None = None,
+    noise_sd: float = 0.05,
     seed: int = 0,
     version: str = "0.4",
     tracks_path: str | Path | None = None,
@@ -315,6 +317,8 @@ def write_synthetic_plate(
         Keep every cell centroid at least this many pixels from the image border (e.g. half a training patch,
         so that every patch is centred on its cell). Default: cells roam the whole image and every FOV has a
         cell starting a few pixels from a border.
+    noise_sd : float, default 0.05
+        Standard deviation of the Gaussian camera noise added to every channel (cells peak around 1).
     seed : int, default 0
         Everything (tracks, textures, noise) is a function of it.
     version : {"0.4", "0.5"}, default "0.4"
@@ -343,6 +347,8 @@ def write_synthetic_plate(
         raise ValueError(
             f"border_margin must be in [0, {(min(yx_size) - 1) / 2}) for yx_size {tuple(yx_size)}, got {border_margin}"
         )
+    if noise_sd < 0:
+        raise ValueError(f"noise_sd must be >= 0, got {noise_sd}")
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
     channel_names = tuple(channel_names)
@@ -378,6 +384,7 @@ def write_synthetic_plate(
                         yx_size,
                         infection_phenotype,
                         reporter_brightness_sd,
+                        noise_sd,
                     ),
                     dtype,
                 )

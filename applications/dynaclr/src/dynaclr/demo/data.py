@@ -39,6 +39,8 @@ class DemoExperiment:
         First frame at which cells of the infected wells are infected.
     organelle, date : str
         Metadata copied to ``experiments.yml``.
+    noise_sd : float, default 0.05
+        Camera noise of the acquisition (:func:`viscy_data.synthetic.write_synthetic_plate`).
     """
 
     name: str
@@ -48,6 +50,7 @@ class DemoExperiment:
     infection_onset: int
     organelle: str = ""
     date: str = ""
+    noise_sd: float = 0.05
 
 
 #: the training experiments and, last, the held-out one (never seen in training)
@@ -162,6 +165,7 @@ def write_demo_dataset(
             infection_phenotype=infection_phenotype,
             reporter_brightness_sd=reporter_brightness_sd,
             border_margin=border_margin,
+            noise_sd=exp.noise_sd,
             seed=seed * 100 + i,
             tracks_path=root / f"{exp.name}_tracks",
         )
