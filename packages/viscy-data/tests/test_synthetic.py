@@ -177,6 +177,33 @@ def test_noise_sd_sets_the_camera_noise(tmp_path):
         assert abs((default[name] - clean[name]).std() - 0.05) < 0.0025
 
 
+def test_transient_puncta_only_add_reporter_and_do_not_persist(tmp_path):
+    kw = dict(wells=("A/1",), infected_wells=(), n_timepoints=6, yx_size=(96, 96), cells_per_fov=5, z_size=1)
+    kw |= dict(border_margin=16, division_probability=0.0, infection_phenotype="relocalisation", seed=2)
+    base = write_synthetic_plate(tmp_path / "a.zarr", **kw)
+    spotted = write_synthetic_plate(tmp_path / "b.zarr", transient_puncta=1.5, **kw)
+    pd.testing.assert_frame_equal(base.annotations, spotted.annotations)
+    diff = _read_all(spotted.store_path)["A/1/0"] - _read_all(base.store_path)["A/1/0"]
+    # phase and noise are the same; puncta only add reporter
+    np.testing.assert_allclose(diff[:, 0], 0.0, atol=1e-6)
+    assert diff[:, 1].min() > -1e-5
+    # as bright as an infected nucleus (peak about 1.9 above the cytoplasm)
+    assert diff[:, 1].max() > 1.5
+    # they are redrawn every frame: a cell's puncta at t and t + 1 barely overlap
+    ann = base.annotations.set_index(["track_id", "t"])
+    corr = []
+    for (track, t), row in ann.iterrows():
+        if (track, t + 1) not in ann.index:
+            continue
+        nxt = ann.loc[(track, t + 1)]
+        a = diff[t, 1, 0, int(row.y) - 8 : int(row.y) + 9, int(row.x) - 8 : int(row.x) + 9]
+        b = diff[t + 1, 1, 0, int(nxt.y) - 8 : int(nxt.y) + 9, int(nxt.x) - 8 : int(nxt.x) + 9]
+        if a.max() > 0.5 and b.max() > 0.5:
+            corr.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert len(corr) >= 5
+    assert np.mean(corr) < 0.3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -186,6 +213,7 @@ def test_noise_sd_sets_the_camera_noise(tmp_path):
         (dict(yx_size=(40, 40), border_margin=20), "border_margin"),
         (dict(border_margin=-1), "border_margin"),
         (dict(noise_sd=-0.1), "noise_sd"),
+        (dict(transient_puncta=-1.0), "transient_puncta"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):

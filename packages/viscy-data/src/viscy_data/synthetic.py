@@ -44,6 +44,9 @@ INFECTION_PHENOTYPES = ("bright_nucleus", "relocalisation")
 _NUCLEUS_FRACTION = 3.5
 _CYTOPLASM_AMPLITUDE = 0.5
 _NUCLEUS_AMPLITUDE = _CYTOPLASM_AMPLITUDE * ((_NUCLEUS_FRACTION / 1.6) ** 2 - 1.0)
+# transient puncta: at most this many per cell and frame, each as bright as the infected nucleus, a little smaller
+_MAX_PUNCTA = 4
+_PUNCTA_VAR = 2 * (CELL_RADIUS / 4.5) ** 2
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ def _render_fov(
     infection_phenotype: str = "bright_nucleus",
     reporter_brightness_sd: float = 0.0,
     noise_sd: float = 0.05,
+    transient_puncta: float = 0.0,
 ) -> np.ndarray:
     """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it."""
     height, width = yx_size
@@ -209,11 +213,22 @@ def _render_fov(
     brightness = np.ones_like(angles)
     if reporter_brightness_sd > 0:
         brightness = np.exp(texture_rng.normal(0.0, reporter_brightness_sd, size=angles.shape))
+    # transient reporter puncta: a new random set in every frame of every cell (drawn only when asked)
+    n_det = len(track_codes)
+    n_puncta = np.zeros(n_det, dtype=np.int64)
+    puncta_yx = np.zeros((n_det, _MAX_PUNCTA, 2), dtype=np.float32)
+    if transient_puncta > 0:
+        puncta_rng = np.random.default_rng(texture_rng.integers(1 << 31))
+        n_puncta = np.minimum(puncta_rng.poisson(transient_puncta, size=n_det), _MAX_PUNCTA)
+        # uniform over the cytoplasm annulus, away from the nucleus
+        where = puncta_rng.uniform(0.45, 0.9, size=(n_det, _MAX_PUNCTA)) * CELL_RADIUS
+        turn = puncta_rng.uniform(0.0, 2 * np.pi, size=(n_det, _MAX_PUNCTA))
+        puncta_yx = np.stack([where * np.sin(turn), where * np.cos(turn)], axis=-1).astype(np.float32)
     # each cell is drawn in a small window around it (cost independent of the image size)
     half = int(np.ceil(CELL_RADIUS * 2))
     offsets = np.arange(-half, half + 1, dtype=np.float32)
-    for t, cy, cx, track, inf, div in zip(
-        tracks["t"].to_numpy(), tracks["y"].to_numpy(), tracks["x"].to_numpy(), track_codes, infected, dividing
+    for det, (t, cy, cx, track, inf, div) in enumerate(
+        zip(tracks["t"].to_numpy(), tracks["y"].to_numpy(), tracks["x"].to_numpy(), track_codes, infected, dividing)
     ):
         iy, ix = int(round(cy)), int(round(cx))
         ys = np.clip(iy + offsets.astype(int), 0, height - 1)
@@ -239,6 +254,11 @@ def _render_fov(
             reporter[t][window] += brightness[track] * (
                 _NUCLEUS_AMPLITUDE * nucleus if inf else _CYTOPLASM_AMPLITUDE * cytoplasm
             )
+        if n_puncta[det]:
+            py, px = puncta_yx[det, : n_puncta[det]].T
+            spots = np.exp(-((dy[None] - py[:, None, None]) ** 2 + (dx[None] - px[:, None, None]) ** 2) / _PUNCTA_VAR)
+            peak = 3.0 if infection_phenotype == "bright_nucleus" else _NUCLEUS_AMPLITUDE
+            reporter[t][window] += brightness[track] * peak * spots.sum(0)
     images = np.empty((n_timepoints, n_channels, z_size, height, width), dtype=np.float32)
     images[:, 0] = focus[None, :, None, None] * phase[:, None]
     for c in range(1, n_channels):
@@ -271,6 +291,7 @@ def write_synthetic_plate(
     reporter_brightness_sd: float = 0.0,
     border_margin: float | None = None,
     noise_sd: float = 0.05,
+    transient_puncta: float = 0.0,
     seed: int = 0,
     version: str = "0.4",
     tracks_path: str | Path | None = None,
@@ -319,6 +340,10 @@ def write_synthetic_plate(
         cell starting a few pixels from a border.
     noise_sd : float, default 0.05
         Standard deviation of the Gaussian camera noise added to every channel (cells peak around 1).
+    transient_puncta : float, default 0.0
+        Mean number (Poisson, at most 4) of bright reporter puncta in the cytoplasm of every cell, drawn
+        afresh in every frame: short-lived structures as bright as the infected nucleus that a classifier must
+        tell from the persistent infection phenotype. 0 draws none.
     seed : int, default 0
         Everything (tracks, textures, noise) is a function of it.
     version : {"0.4", "0.5"}, default "0.4"
@@ -347,6 +372,8 @@ def write_synthetic_plate(
         raise ValueError(
             f"border_margin must be in [0, {(min(yx_size) - 1) / 2}) for yx_size {tuple(yx_size)}, got {border_margin}"
         )
+    if transient_puncta < 0:
+        raise ValueError(f"transient_puncta must be >= 0, got {transient_puncta}")
     if noise_sd < 0:
         raise ValueError(f"noise_sd must be >= 0, got {noise_sd}")
     if version not in ("0.4", "0.5"):
@@ -385,6 +412,7 @@ def write_synthetic_plate(
                         infection_phenotype,
                         reporter_brightness_sd,
                         noise_sd,
+                        transient_puncta,
                     ),
                     dtype,
                 )

@@ -99,6 +99,7 @@ def write_demo_dataset(
     infection_phenotype: str = "bright_nucleus",
     reporter_brightness_sd: float = 0.0,
     border_margin: float | None = None,
+    transient_puncta: float = 0.0,
     experiments: tuple[DemoExperiment, ...] = DEMO_EXPERIMENTS,
     progress: bool = True,
 ) -> DemoDataset:
@@ -128,6 +129,9 @@ def write_demo_dataset(
     border_margin : float, optional
         Keep cell centroids this many pixels inside the image (half the training patch centres every patch on
         its cell); default: cells roam the whole image, some clipped by the border.
+    transient_puncta : float, default 0.0
+        Mean number of short-lived bright reporter puncta per cell and frame (a nuisance that looks like the
+        infected nucleus in a single frame but does not persist).
     experiments : tuple of DemoExperiment
         The experiments; the last one is held out.
     progress : bool, default True
@@ -166,6 +170,7 @@ def write_demo_dataset(
             reporter_brightness_sd=reporter_brightness_sd,
             border_margin=border_margin,
             noise_sd=exp.noise_sd,
+            transient_puncta=transient_puncta,
             seed=seed * 100 + i,
             tracks_path=root / f"{exp.name}_tracks",
         )
