@@ -204,6 +204,15 @@ def test_transient_puncta_only_add_reporter_and_do_not_persist(tmp_path):
     assert np.mean(corr) < 0.3
 
 
+def test_texture_contrast_changes_only_the_phase_texture(tmp_path):
+    kw = dict(wells=("A/1",), n_timepoints=3, yx_size=(64, 64), cells_per_fov=3, z_size=1, noise_sd=0.0, seed=1)
+    plain = _read_all(write_synthetic_plate(tmp_path / "a.zarr", texture_contrast=0.0, **kw).store_path)["A/1/0"]
+    striped = _read_all(write_synthetic_plate(tmp_path / "b.zarr", **kw).store_path)["A/1/0"]
+    np.testing.assert_array_equal(plain[:, 1], striped[:, 1])
+    # the stripes modulate the cell body by up to +-30 %
+    assert np.abs(striped[:, 0] - plain[:, 0]).max() > 0.2
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -214,6 +223,7 @@ def test_transient_puncta_only_add_reporter_and_do_not_persist(tmp_path):
         (dict(border_margin=-1), "border_margin"),
         (dict(noise_sd=-0.1), "noise_sd"),
         (dict(transient_puncta=-1.0), "transient_puncta"),
+        (dict(texture_contrast=-0.1), "texture_contrast"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):

@@ -198,6 +198,7 @@ def _render_fov(
     reporter_brightness_sd: float = 0.0,
     noise_sd: float = 0.05,
     transient_puncta: float = 0.0,
+    texture_contrast: float = 0.3,
 ) -> np.ndarray:
     """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it."""
     height, width = yx_size
@@ -242,7 +243,7 @@ def _render_fov(
         body = np.exp(-r2 / (2 * (radius / 1.6) ** 2))
         rim = np.exp(-((np.sqrt(r2) - radius) ** 2) / 2.0)
         angle = angles[track]
-        texture = 1.0 + 0.3 * np.cos(0.9 * (dy * np.cos(angle) + dx * np.sin(angle)))
+        texture = 1.0 + texture_contrast * np.cos(0.9 * (dy * np.cos(angle) + dx * np.sin(angle)))
         window = np.ix_(ys, xs)
         phase[t][window] += (1.5 if div else 1.0) * body * texture - 0.4 * rim
         if infection_phenotype == "bright_nucleus":
@@ -292,6 +293,7 @@ def write_synthetic_plate(
     border_margin: float | None = None,
     noise_sd: float = 0.05,
     transient_puncta: float = 0.0,
+    texture_contrast: float = 0.3,
     seed: int = 0,
     version: str = "0.4",
     tracks_path: str | Path | None = None,
@@ -344,6 +346,9 @@ def write_synthetic_plate(
         Mean number (Poisson, at most 4) of bright reporter puncta in the cytoplasm of every cell, drawn
         afresh in every frame: short-lived structures as bright as the infected nucleus that a classifier must
         tell from the persistent infection phenotype. 0 draws none.
+    texture_contrast : float, default 0.3
+        Contrast of the striped phase texture whose orientation is fixed per track (a cue to a cell's
+        identity); 0 makes every cell's phase image the same blob.
     seed : int, default 0
         Everything (tracks, textures, noise) is a function of it.
     version : {"0.4", "0.5"}, default "0.4"
@@ -372,6 +377,8 @@ def write_synthetic_plate(
         raise ValueError(
             f"border_margin must be in [0, {(min(yx_size) - 1) / 2}) for yx_size {tuple(yx_size)}, got {border_margin}"
         )
+    if texture_contrast < 0:
+        raise ValueError(f"texture_contrast must be >= 0, got {texture_contrast}")
     if transient_puncta < 0:
         raise ValueError(f"transient_puncta must be >= 0, got {transient_puncta}")
     if noise_sd < 0:
@@ -413,6 +420,7 @@ def write_synthetic_plate(
                         reporter_brightness_sd,
                         noise_sd,
                         transient_puncta,
+                        texture_contrast,
                     ),
                     dtype,
                 )

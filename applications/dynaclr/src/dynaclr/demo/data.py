@@ -100,6 +100,7 @@ def write_demo_dataset(
     reporter_brightness_sd: float = 0.0,
     border_margin: float | None = None,
     transient_puncta: float = 0.0,
+    texture_contrast: float = 0.3,
     experiments: tuple[DemoExperiment, ...] = DEMO_EXPERIMENTS,
     progress: bool = True,
 ) -> DemoDataset:
@@ -132,6 +133,8 @@ def write_demo_dataset(
     transient_puncta : float, default 0.0
         Mean number of short-lived bright reporter puncta per cell and frame (a nuisance that looks like the
         infected nucleus in a single frame but does not persist).
+    texture_contrast : float, default 0.3
+        Contrast of the per-track phase texture, a cue to cell identity that contrastive training latches onto.
     experiments : tuple of DemoExperiment
         The experiments; the last one is held out.
     progress : bool, default True
@@ -171,6 +174,7 @@ def write_demo_dataset(
             border_margin=border_margin,
             noise_sd=exp.noise_sd,
             transient_puncta=transient_puncta,
+            texture_contrast=texture_contrast,
             seed=seed * 100 + i,
             tracks_path=root / f"{exp.name}_tracks",
         )
