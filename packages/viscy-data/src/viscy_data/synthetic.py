@@ -7,7 +7,7 @@ second at the default size, and carries everything the loaders read:
   darker rim, in focus at the middle slice) and a fluorescence reporter that is dim and diffuse over
   the cell before infection and bright and nucleus-sized after the well's infection onset;
 - per-FOV tracks CSVs (``track_id, t, y, x, id, parent_track_id, parent_id``) with divisions and
-  cells close to the borders;
+  cells close to the borders (or kept ``border_margin`` pixels inside);
 - normalisation statistics (:mod:`viscy_data.norm_meta` format) on every FOV and on the plate;
 - ground truth in :attr:`SyntheticPlate.annotations`: infection state and division.
 
