@@ -1,11 +1,29 @@
-"""Tiny networks, loggers and batches shared by the dynaclr engine tests."""
+"""Tiny networks, loggers and batches shared by the dynaclr engine tests.
 
+Also makes ``_mx_testdata`` (multi-experiment plates and tracks written on the fly) importable by the test
+modules of this folder, which is not a package: pytest imports this file before them.
+"""
+
+import importlib.util
+import pathlib
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch.loggers.logger import Logger
 from torch import nn
+
+
+def _register_testdata() -> None:
+    spec = importlib.util.spec_from_file_location("_mx_testdata", pathlib.Path(__file__).with_name("_mx_testdata.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_mx_testdata"] = module
+    spec.loader.exec_module(module)
+
+
+if "_mx_testdata" not in sys.modules:
+    _register_testdata()
 
 
 class TinyEncoder(nn.Module):

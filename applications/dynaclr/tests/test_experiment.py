@@ -1,29 +1,10 @@
-import importlib.util
 import logging
-import pathlib
-import sys
 
 import pytest
 import yaml
+from _mx_testdata import make_experiment, write_experiments_yaml  # loaded by conftest.py
 
 from dynaclr.experiment import ExperimentConfig, ExperimentRegistry
-
-
-def _load_testdata():
-    """Import the shared ``_mx_testdata`` helpers from this directory, once per session."""
-    if "_mx_testdata" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "_mx_testdata", pathlib.Path(__file__).with_name("_mx_testdata.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_mx_testdata"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_mx_testdata"]
-
-
-_mx = _load_testdata()
-make_experiment = _mx.make_experiment
-write_experiments_yaml = _mx.write_experiments_yaml
 
 
 @pytest.fixture

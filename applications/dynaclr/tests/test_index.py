@@ -1,34 +1,16 @@
 import dataclasses
-import importlib.util
 import logging
 import os
 import pathlib
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from _mx_testdata import default_tracks, make_experiment, write_experiments_yaml  # loaded by conftest.py
 
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex, _resolve_roots
-
-
-def _load_testdata():
-    """Import the shared ``_mx_testdata`` helpers from this directory, once per session."""
-    if "_mx_testdata" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "_mx_testdata", pathlib.Path(__file__).with_name("_mx_testdata.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_mx_testdata"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_mx_testdata"]
-
-
-_mx = _load_testdata()
-default_tracks = _mx.default_tracks
-make_experiment = _mx.make_experiment
 
 
 def _tracks(rows):
@@ -279,8 +261,8 @@ def _typed_tracks(fov_name):
 
 def test_cache_round_trip_exact(tmp_path, monkeypatch):
     wells = {"uninfected": ["A/1"], "infected": ["B/1"]}
-    a = _mx.make_experiment(tmp_path, "exp_a", condition_wells=wells, fovs_per_well=2, tracks=_typed_tracks)
-    b = _mx.make_experiment(tmp_path, "exp_b", condition_wells=wells, fovs_per_well=2, code=2, tracks=_typed_tracks)
+    a = make_experiment(tmp_path, "exp_a", condition_wells=wells, fovs_per_well=2, tracks=_typed_tracks)
+    b = make_experiment(tmp_path, "exp_b", condition_wells=wells, fovs_per_well=2, code=2, tracks=_typed_tracks)
     registry = ExperimentRegistry([a, b])
     cache = tmp_path / "cache"
     built = MultiExperimentIndex(registry, slice(0, 2), (32, 32), cache_dir=cache)
@@ -348,7 +330,7 @@ def test_cache_invalidated_by_tracks_and_parameters(two_exp, tmp_path):
 def test_cache_invalidated_by_experiments_file(tmp_path, monkeypatch):
     wells = {"uninfected": ["A/1"], "infected": ["B/1"]}
     cfg = make_experiment(tmp_path, "exp_a", condition_wells=wells, start_hpi=1.0)
-    yaml_path = _mx.write_experiments_yaml(tmp_path / "experiments.yml", [cfg])
+    yaml_path = write_experiments_yaml(tmp_path / "experiments.yml", [cfg])
     cache = tmp_path / "cache"
     MultiExperimentIndex(ExperimentRegistry.from_yaml(yaml_path), slice(0, 1), (32, 32), cache_dir=cache)
     with monkeypatch.context() as m:  # unchanged file: read from the cache
@@ -356,7 +338,7 @@ def test_cache_invalidated_by_experiments_file(tmp_path, monkeypatch):
         MultiExperimentIndex(ExperimentRegistry.from_yaml(yaml_path), slice(0, 1), (32, 32), cache_dir=cache)
     # a new start time and swapped conditions in the experiments file must show in the reloaded table
     changed = dataclasses.replace(cfg, start_hpi=5.0, condition_wells={"uninfected": ["B/1"], "infected": ["A/1"]})
-    _mx.write_experiments_yaml(yaml_path, [changed])
+    write_experiments_yaml(yaml_path, [changed])
     idx = MultiExperimentIndex(ExperimentRegistry.from_yaml(yaml_path), slice(0, 1), (32, 32), cache_dir=cache)
     t0 = idx.tracks["t"].to_numpy() == 0
     np.testing.assert_allclose(idx.tracks.loc[t0, "hours_post_infection"].to_numpy(), 5.0)

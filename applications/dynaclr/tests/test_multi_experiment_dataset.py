@@ -1,32 +1,11 @@
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 import torch
+from _mx_testdata import default_tracks, make_experiment  # loaded by conftest.py
 
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
-
-
-def _load_testdata():
-    """Import the shared ``_mx_testdata`` helpers from this directory, once per session."""
-    if "_mx_testdata" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "_mx_testdata", pathlib.Path(__file__).with_name("_mx_testdata.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_mx_testdata"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_mx_testdata"]
-
-
-_mx = _load_testdata()
-default_tracks = _mx.default_tracks
-make_experiment = _mx.make_experiment
-
 
 WELLS = {"uninfected": ["A/1"], "infected": ["B/1"]}
 

@@ -1,23 +1,5 @@
-import importlib.util
-import pathlib
-import sys
-
+from _mx_testdata import make_experiment  # loaded by conftest.py
 from iohub.ngff import open_ome_zarr
-
-
-def _load_testdata():
-    """Import the shared ``_mx_testdata`` helpers from this directory, once per session."""
-    if "_mx_testdata" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "_mx_testdata", pathlib.Path(__file__).with_name("_mx_testdata.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_mx_testdata"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_mx_testdata"]
-
-
-make_experiment = _load_testdata().make_experiment
 
 
 def test_make_experiment_encodes_values(tmp_path):
