@@ -209,7 +209,23 @@ def _timepoint_index(n_frames: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(n_frames, dtype=np.int64)])
 
 
-class CachedOmeZarrDataset(Dataset):
+class _FovTimepointItems:
+    """Items enumerating (FOV, timepoint) FOV by FOV, from the offsets ``self._offsets`` of ``_timepoint_index``."""
+
+    _offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        index %= len(self)
+        fov = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return fov, index - int(self._offsets[fov])
+
+
+class CachedOmeZarrDataset(_FovTimepointItems, Dataset):
     """One item per (FOV, timepoint): the full ``(C, Z, Y, X)`` volume, cached after the first read.
 
     Parameters
@@ -271,16 +287,6 @@ class CachedOmeZarrDataset(Dataset):
         self._offsets = _timepoint_index([p[array_key].frames for p in positions])
         # attributes are read once here, never per item
         self._norm_attrs = _collect_norm_attrs(positions, self._fov_names) if load_normalization_metadata else None
-
-    def __len__(self) -> int:
-        return int(self._offsets[-1])
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        index %= len(self)
-        fov = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        return fov, index - int(self._offsets[fov])
 
     def _read_volume(self, fov: int, t: int) -> Tensor:
         return _read_channels(self.positions[fov][self.array_key], t, self._channel_indices)

@@ -8,7 +8,6 @@ from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from iohub.ngff import Position, open_ome_zarr
@@ -19,6 +18,7 @@ from viscy_data._io import LazyPositions
 from viscy_data._utils import _ensure_channel_list
 from viscy_data.gpu_aug import (
     _fov_name,
+    _FovTimepointItems,
     _read_channels,
     _resolve_channel_indices,
     _split_positions,
@@ -69,7 +69,7 @@ class _SharedFlags:
         return int(self._flags.sum())
 
 
-class MmappedDataset(torch.utils.data.Dataset):
+class MmappedDataset(_FovTimepointItems, torch.utils.data.Dataset):
     """One item per (FOV, timepoint), preprocessed once into a memory-mapped buffer.
 
     Parameters
@@ -136,16 +136,6 @@ class MmappedDataset(torch.utils.data.Dataset):
         self._norm_attrs = (
             [{NORM_META_KEY: p.zattrs.get(NORM_META_KEY)} for p in positions] if load_normalization_metadata else None
         )
-
-    def __len__(self) -> int:
-        return int(self._offsets[-1])
-
-    def _locate(self, index: int) -> tuple[int, int]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        index %= len(self)
-        fov = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        return fov, index - int(self._offsets[fov])
 
     def _preprocess(self, fov: int, t: int) -> Tensor:
         volume = _read_channels(self.positions[fov][self.array_key], t, self._channel_indices)
