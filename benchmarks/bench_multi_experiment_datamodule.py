@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from _common import smooth_stack
 from iohub.ngff import open_ome_zarr
-from scipy import ndimage
 
 from dynaclr.datamodule import MultiExperimentDataModule
 from dynaclr.experiment import ExperimentConfig
@@ -37,16 +37,6 @@ from viscy_data.norm_meta import compute_statistics
 CONFIG = Path(__file__).parents[1] / "applications/dynaclr/examples/configs/multi_experiment_fit.yml"
 N_T, N_CELLS, SIZE = 8, 40, 512
 WELLS = {"uninfected": ["A/1", "A/2"], "infected": ["B/1", "B/2"]}
-
-
-def _smooth_stack(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Blurred noise (structures ~10 px) plus shot-like noise, quantised to 1/64 steps, as float32."""
-    *lead, h, w = shape
-    coarse = rng.random((*lead, -(-h // 16), -(-w // 16)), dtype=np.float32)
-    blocks = coarse.repeat(16, axis=-2).repeat(16, axis=-1)[..., :h, :w]
-    smooth = ndimage.gaussian_filter(blocks, sigma=(0,) * len(lead) + (6, 6))
-    noisy = 100 * smooth + rng.normal(0, 2, shape).astype(np.float32)
-    return (np.round(noisy * 64) / 64).astype(np.float32)
 
 
 def make(root: Path, name: str, seed: int) -> ExperimentConfig:
@@ -58,7 +48,7 @@ def make(root: Path, name: str, seed: int) -> ExperimentConfig:
             for well in wells:
                 row, col = well.split("/")
                 pos = plate.create_position(row, col, "0")
-                data = _smooth_stack(rng, (N_T, 2, 8, SIZE, SIZE))
+                data = smooth_stack(rng, (N_T, 2, 8, SIZE, SIZE))
                 pos.create_image("0", data, chunks=(1, 1, 8, SIZE, SIZE))
                 stats = {}
                 for c, ch in enumerate(channels):

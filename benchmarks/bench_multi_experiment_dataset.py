@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import smooth_stack
 from iohub.ngff import open_ome_zarr
-from scipy import ndimage
 
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentConfig, ExperimentRegistry
@@ -29,23 +29,13 @@ from dynaclr.index import MultiExperimentIndex
 N_FOV, N_T, N_CELLS = 4, 6, 60
 
 
-def _smooth_stack(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Blurred noise (structures ~10 px) plus shot-like noise, quantised to 1/64 steps, as float32."""
-    *lead, h, w = shape
-    coarse = rng.random((*lead, -(-h // 16), -(-w // 16)), dtype=np.float32)
-    blocks = coarse.repeat(16, axis=-2).repeat(16, axis=-1)[..., :h, :w]
-    smooth = ndimage.gaussian_filter(blocks, sigma=(0,) * len(lead) + (6, 6))
-    noisy = 100 * smooth + rng.normal(0, 2, shape).astype(np.float32)
-    return (np.round(noisy * 64) / 64).astype(np.float32)
-
-
 def make(root: Path) -> ExperimentConfig:
     store, tracks = root / "bench.zarr", root / "tracks"
     rng = np.random.default_rng(0)
     with open_ome_zarr(store, layout="hcs", mode="w-", channel_names=["Phase3D", "GFP"]) as plate:
         for f in range(N_FOV):
             pos = plate.create_position("A", "1", str(f))
-            data = _smooth_stack(rng, (N_T, 2, 8, 512, 512))
+            data = smooth_stack(rng, (N_T, 2, 8, 512, 512))
             pos.create_image("0", data, chunks=(1, 1, 8, 512, 512))
             df = pd.DataFrame({"track_id": np.repeat(np.arange(N_CELLS), N_T), "t": np.tile(np.arange(N_T), N_CELLS)})
             df["y"] = np.repeat(rng.uniform(0, 512, N_CELLS), N_T)

@@ -14,24 +14,14 @@ from viscy_utils.cli import enable_huge_page_buffers
 enable_huge_page_buffers()
 
 import argparse
-import time
 
 import torch
+from _common import time_it
 
 import viscy_transforms as vt
 from viscy_transforms import _percentile_scale as ps
 
 SHAPES = [(64, 1, 8, 192, 192), (16, 1, 8, 512, 512)]  # DynaCLR training batch; large 3-D volumes
-
-
-def best_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def ranks_for(n, qs=(50.0, 99.0)):
@@ -65,10 +55,10 @@ def main():
             old = ps._order_statistics_partition(rows, ranks)
             new = ps._order_statistics_sampled(rows, ranks)
             assert torch.equal(old, new), "sample-then-select differs from numpy.partition"
-            t_old = best_time(lambda r=rows, k=ranks: ps._order_statistics_partition(r, k), args.repeats)
-            t_new = best_time(lambda r=rows, k=ranks: ps._order_statistics_sampled(r, k), args.repeats)
+            t_old = time_it(lambda r=rows, k=ranks: ps._order_statistics_partition(r, k), args.repeats)[0]
+            t_new = time_it(lambda r=rows, k=ranks: ps._order_statistics_sampled(r, k), args.repeats)[0]
             scaler = vt.BatchedScaleIntensityRangePercentilesd(["x"], lower=50, upper=99, b_min=0, b_max=1)
-            t_all = best_time(lambda s=scaler, v=x: s({"x": v}), args.repeats)
+            t_all = time_it(lambda s=scaler, v=x: s({"x": v}), args.repeats)[0]
             label = f"{tuple(rows.shape)} {kind}"
             print(
                 f"{label:24s} np.partition {t_old * 1e3:7.1f} ms | sample-select {t_new * 1e3:7.1f} ms "

@@ -18,10 +18,10 @@ enable_huge_page_buffers()  # before torch is imported, as the command line does
 
 import argparse
 import os
-import time
 
 import monai.transforms as mt
 import torch
+from _common import time_it
 
 import viscy_transforms as vt
 
@@ -62,16 +62,6 @@ def monai_chain(shear):
             mt.RandGaussianNoised(KEYS, prob=0.5, mean=0.0, std=0.2),
         ]
     )
-
-
-def time_it(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times), sum(times) / len(times)
 
 
 def compare(name, shear, batch, samples, repeats):
