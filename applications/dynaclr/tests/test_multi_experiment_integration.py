@@ -9,9 +9,9 @@ CONFIGS = pathlib.Path(__file__).parents[1] / "examples" / "configs"
 WELLS = {"uninfected": ["A/1"], "infected": ["B/1"]}
 
 
-def _tiny(config, experiments_yaml, tmp_path):
-    """Shrink an example config to a CPU step on synthetic data; transforms stay as shipped."""
-    config["trainer"].update(accelerator="cpu", strategy="auto", devices=1, fast_dev_run=1, max_epochs=1)
+def _tiny(config, experiments_yaml, tmp_path, accelerator="cpu"):
+    """Shrink an example config to one step on synthetic data; transforms stay as shipped."""
+    config["trainer"].update(accelerator=accelerator, strategy="auto", devices=1, fast_dev_run=1, max_epochs=1)
     config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
     model = config["model"]["init_args"]
     model["encoder"]["init_args"].update(
@@ -80,3 +80,20 @@ def test_multi_experiment_fit_yaml_trains_one_step(tmp_path, experiments, axes):
 
     assert isinstance(cli.model.loss_function, NTXentHCL)
     assert [type(t).__name__ for t in cli.datamodule.augmentations][0] == "BatchedRandAffined"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_multi_experiment_fit_yaml_trains_one_step_on_gpu(tmp_path, experiments):
+    """The shipped config as a GPU user runs it: augmentations and the step on the device, mixed precision."""
+    from viscy_utils.cli import run_cli
+
+    config = yaml.safe_load((CONFIGS / "multi_experiment_fit.yml").read_text())
+    config = _tiny(config, experiments, tmp_path, accelerator="gpu")
+    config["trainer"]["precision"] = "bf16-mixed"
+    path = tmp_path / "fit.yml"
+    path.write_text(yaml.safe_dump(config))
+    cli = run_cli(["fit", "-c", str(path)])
+    assert cli.trainer.global_step == 1
+    assert cli.trainer.strategy.root_device.type == "cuda"  # Lightning moves the module back to CPU after fit
+    assert torch.isfinite(cli.trainer.callback_metrics["loss/train_step"])

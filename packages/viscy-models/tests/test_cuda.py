@@ -41,8 +41,17 @@ def _tensors(out):
     return list(vars(out).values())
 
 
+@pytest.fixture
+def full_precision_cuda():
+    """cuDNN convolutions default to TF32 (10-bit mantissa, ~1e-3 error): compare against CPU in true float32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_cuda_matches_cpu(name):
+def test_cuda_matches_cpu(name, full_precision_cuda):
     build, shape = CASES[name]
     torch.manual_seed(0)
     model = build().eval()
