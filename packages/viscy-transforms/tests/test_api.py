@@ -34,7 +34,7 @@ SIGNATURES = {
     "BatchedScaleIntensityRangePercentilesd": "keys, lower, upper, b_min, b_max, clip=False, relative=False, "
     "channel_wise=False, dtype=float32, allow_missing_keys=False",
     "BatchedRandAffined": "keys, prob=0.1, rotate_range=None, shear_range=None, translate_range=None, "
-    "scale_range=None, mode=bilinear, allow_missing_keys=False",
+    "scale_range=None, mode=bilinear, allow_missing_keys=False, spatial_size=None",  # spatial_size: ours, last
     "BatchedRand3DElasticd": "keys, sigma_range, magnitude_range, spatial_size=None, prob=0.1, mode=bilinear, "
     "padding_mode=reflection, allow_missing_keys=False",
     "BatchedRandFlip": "spatial_axes, prob=0.5",

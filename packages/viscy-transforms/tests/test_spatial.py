@@ -177,6 +177,59 @@ def test_affine_planar_path_keeps_the_z_slices_apart():
     assert out[:, :, [0, 1, 3]].abs().max() == 0 and out[:, :, 2].sum() > 0
 
 
+def _centre(x, size):
+    """Reference centre crop / zero pad with start (in - out) // 2, written independently of the transform."""
+    out = torch.zeros((*x.shape[:2], *size), dtype=x.dtype)
+    src, dst = [], []
+    for s, o in zip(x.shape[2:], size):
+        lo = (s - o) // 2 if o <= s else -((o - s) // 2)
+        a, b = max(lo, 0), min(lo + o, s)
+        src.append(slice(a, b))
+        dst.append(slice(a - lo, b - lo))
+    out[(slice(None), slice(None), *dst)] = x[(slice(None), slice(None), *src)]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(
+    "kwargs",
+    [{**PLANAR, "prob": 0.6}, {"rotate_range": [0.5, 0.3, 0.2], "shear_range": 0.05, "prob": 0.6}],
+    ids=["planar", "3d"],
+)
+@pytest.mark.parametrize("size", [(-1, 11, 8), (5, 12, 9), (3, 20, 16), (5, 17, 14)], ids=str)
+def test_affine_spatial_size_is_the_centre_window_of_the_full_output(seed, kwargs, size):
+    x = {"a": _rand(8, 2, 5, 17, 14, seed=seed), "b": _rand(8, 1, 5, 17, 14, seed=seed + 5)}
+    full_t = vt.BatchedRandAffined(["a", "b"], **kwargs)
+    window_t = vt.BatchedRandAffined(["a", "b"], spatial_size=size, **kwargs)
+    full_t.set_random_state(seed)
+    window_t.set_random_state(seed)
+    full, window = full_t(x), window_t(x)
+    expected_size = tuple(o if o > 0 else s for o, s in zip(size, (5, 17, 14)))
+    assert window_t._mask.any() and not window_t._mask.all()  # seeded: warped and untouched samples both occur
+    for key in "ab":
+        assert window[key].shape == (8, x[key].shape[1], *expected_size)
+        # every output voxel samples the same input point as the full-size output's voxel at that position; where
+        # the window is larger than the input, the extra voxels see more of the input (not compared)
+        inside = _centre(torch.ones_like(full[key]), expected_size) > 0
+        ref = _centre(full[key], expected_size)
+        torch.testing.assert_close(window[key][inside], ref[inside], atol=1e-5, rtol=1e-5)
+        # untouched samples are exact crops of the input
+        untouched = ~window_t._mask
+        torch.testing.assert_close(window[key][untouched], _centre(x[key], expected_size)[untouched], atol=0, rtol=0)
+
+
+def test_affine_spatial_size_without_selection_still_crops():
+    x = _rand(4, 1, 3, 10, 10)
+    out = vt.BatchedRandAffined(["a"], prob=0.0, rotate_range=[1.0, 0, 0], spatial_size=(-1, 6, 6))({"a": x})["a"]
+    torch.testing.assert_close(out, x[:, :, :, 2:8, 2:8], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [8, (8, 8), "160"])
+def test_affine_spatial_size_must_give_three_axes(bad):
+    with pytest.raises(ValueError, match="spatial_size"):
+        vt.BatchedRandAffined(["a"], spatial_size=bad)
+
+
 # ---------------------------------------------------------------- elastic
 def test_elastic_zero_magnitude_is_identity_and_spatial_size():
     x = _rand(2, 1, 6, 10, 10)

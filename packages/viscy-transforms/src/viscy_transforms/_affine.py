@@ -95,9 +95,17 @@ def _centred_to_normalised(spatial: Sequence[int], dtype: torch.dtype, device: t
     return torch.diag(torch.tensor(scale, dtype=dtype, device=device))
 
 
-def _sampling_grid(matrix: torch.Tensor, spatial: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """``grid_sample`` grid of a ``(B, 4, 4)`` (or, for ``len(spatial) == 2``, ``(B, 3, 3)``) centred-voxel matrix."""
+def _sampling_grid(
+    matrix: torch.Tensor, spatial: Sequence[int], dtype: torch.dtype, out_spatial: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``grid_sample`` grid of a ``(B, 4, 4)`` (or, for ``len(spatial) == 2``, ``(B, 3, 3)``) centred-voxel matrix.
+
+    ``out_spatial`` (default: ``spatial``) samples only the centre window of that size, starting at voxel
+    ``(in - out) // 2`` of each axis (a negative start where the output is larger): the grid of the full-size
+    output, centre-cropped (or zero-padded) like ``CenterSpatialCrop`` / ``SpatialPad``.
+    """
     n_dims = len(spatial)
+    out_spatial = tuple(spatial) if out_spatial is None else tuple(out_spatial)
     work, device = torch.float64, matrix.device
     to_norm = _centred_to_normalised(spatial, work, device)
     reverse = torch.eye(n_dims + 1, dtype=work, device=device)[[*range(n_dims - 1, -1, -1), n_dims]]  # ZYX <-> XYZ
@@ -105,12 +113,35 @@ def _sampling_grid(matrix: torch.Tensor, spatial: Sequence[int], dtype: torch.dt
     # F.affine_grid multiplies every grid point by theta (a batched matmul over all points); the grid is a sum of
     # one term per axis, so broadcasting per-axis terms builds it with one add per output axis, ~5x faster on CPU.
     grid = theta[:, :, n_dims].reshape(-1, *([1] * n_dims), n_dims)
-    for axis, size in enumerate(reversed(spatial)):  # grid columns are x, y(, z): the reversed spatial axes
-        centres = (torch.arange(size, dtype=dtype, device=device) * 2 + 1) / size - 1  # align_corners=False
+    for axis, (size, out) in enumerate(zip(reversed(spatial), reversed(out_spatial))):  # grid columns: x, y(, z)
+        start = _window_start(size, out)
+        voxels = torch.arange(start, start + out, dtype=dtype, device=device)
+        centres = (voxels * 2 + 1) / size - 1  # align_corners=False
         shape = [1] * n_dims
-        shape[n_dims - 1 - axis] = size
+        shape[n_dims - 1 - axis] = out
         grid = grid + centres.reshape(1, *shape, 1) * theta[:, :, axis].reshape(-1, *([1] * n_dims), n_dims)
     return grid
+
+
+def _window_start(size: int, out: int) -> int:
+    """First input voxel of a centred output window (negative: the window is larger than the input)."""
+    return (size - out) // 2 if out <= size else -((out - size) // 2)
+
+
+def _centre_window(img: torch.Tensor, out_spatial: Sequence[int]) -> torch.Tensor:
+    """Take the centre window of ``img``'s trailing spatial axes: a view when it fits, else a zero-padded copy."""
+    spatial = img.shape[img.ndim - len(out_spatial) :]
+    starts = [_window_start(s, o) for s, o in zip(spatial, out_spatial)]
+    if all(st >= 0 for st in starts):
+        return img[(..., *(slice(st, st + o) for st, o in zip(starts, out_spatial)))]
+    out = img.new_zeros((*img.shape[: img.ndim - len(out_spatial)], *out_spatial))
+    src, dst = [], []
+    for st, s, o in zip(starts, spatial, out_spatial):
+        lo, hi = max(st, 0), min(st + o, s)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - st, hi - st))
+    out[(..., *dst)] = img[(..., *src)]
+    return out
 
 
 def _grid_dtype(img: torch.Tensor) -> torch.dtype:
@@ -150,9 +181,11 @@ def _resample(img: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: st
     shape, dtype = img.shape, _grid_dtype(img)
     # A planar grid resamples the (C * Z) slices of a sample as channels of one 2-D image: bilinear over 4
     # neighbours instead of trilinear over 8, and one YX grid instead of one per Z plane.
-    src = img.reshape(shape[0], -1, *shape[3:]) if grid.shape[-1] == 2 else img
+    planar = grid.shape[-1] == 2
+    src = img.reshape(shape[0], -1, *shape[3:]) if planar else img
     out = F.grid_sample(src.to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=False)
-    return out.reshape(shape).to(img.dtype)
+    out_shape = (*shape[:3], *grid.shape[1:3]) if planar else (*shape[:2], *grid.shape[1:4])
+    return out.reshape(out_shape).to(img.dtype)
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -198,6 +231,14 @@ class BatchedRandAffined(MapTransform, BatchRandomizable):
         Interpolation, ``"bilinear"`` or ``"nearest"``.
     allow_missing_keys : bool
         Skip keys absent from the dict instead of raising ``KeyError``.
+    spatial_size : sequence of int or None
+        Output size (Z, Y, X); ``None`` or entries <= 0 keep the input's. The output window is centred like
+        ``CenterSpatialCrop`` / ``SpatialPad`` (it starts at voxel ``(in - out) // 2``): a smaller output equals
+        the centre crop of the full-size output, computed directly (only the kept voxels are resampled and
+        unselected samples are just cropped); a larger one also shows what the geometry brings into the extra
+        voxels (zero-padded for unselected samples). Set it to the final patch size when a centre crop follows
+        (reads larger than the final patch leave room for rotations): later transforms then work on the smaller
+        patch.
     """
 
     def __init__(
@@ -210,9 +251,21 @@ class BatchedRandAffined(MapTransform, BatchRandomizable):
         scale_range: float | Sequence | None = None,
         mode: str = "bilinear",
         allow_missing_keys: bool = False,
+        spatial_size: Sequence[int] | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         BatchRandomizable.__init__(self, prob)
+        if spatial_size is not None:
+            if (
+                isinstance(spatial_size, (int, np.integer, str))
+                or len(spatial_size) != 3
+                or not all(isinstance(v, (int, np.integer)) for v in spatial_size)
+            ):
+                raise ValueError(
+                    f"spatial_size must be 3 ints (Z, Y, X; <= 0 keeps the input's), got {spatial_size!r}."
+                )
+            spatial_size = tuple(int(v) for v in spatial_size)
+        self.spatial_size = spatial_size
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         forms = "a scalar, or {n} entries each a scalar or a (min, max) pair"
@@ -295,21 +348,30 @@ class BatchedRandAffined(MapTransform, BatchRandomizable):
             check_ndim(d[key], (5,), f"{type(self).__name__}[{key!r}]")
         self.randomize(d[keys[0]])
         selected = self._mask.nonzero().squeeze(1)
-        if selected.numel() == 0:
-            return d
         matrix = self._matrix[selected]
-        planar = self._is_planar()
-        if planar:
-            matrix = matrix[:, 1:, 1:]  # (Y, X, 1) block; the Z row and column are the identity's
         grids: dict[tuple, torch.Tensor] = {}  # one grid per spatial shape and dtype, shared by the keys
         with torch.no_grad():
             for key in keys:
                 img = d[key]
-                spatial = tuple(img.shape[3:] if planar else img.shape[2:])
-                grid_key = (spatial, _grid_dtype(img))
+                in_size = tuple(img.shape[2:])
+                out_size = self._output_size(in_size)
+                if selected.numel() == 0:
+                    d[key] = _centre_window(img, out_size) if out_size != in_size else img
+                    continue
+                planar = self._is_planar() and out_size[0] == in_size[0]
+                n_spatial = 2 if planar else 3
+                grid_key = (in_size[-n_spatial:], out_size[-n_spatial:], _grid_dtype(img))
                 if grid_key not in grids:
-                    grids[grid_key] = _sampling_grid(matrix.to(img.device), spatial, grid_key[1])
+                    # planar: the (Y, X, 1) block; the Z row and column are the identity's
+                    m = (matrix[:, 1:, 1:] if planar else matrix).to(img.device)
+                    grids[grid_key] = _sampling_grid(m, grid_key[0], grid_key[2], grid_key[1])
                 src = img if selected.numel() == img.shape[0] else img[selected]
                 warped = _resample(src, grids[grid_key], self.mode)
-                d[key] = merge_selected(img, selected, warped)
+                base = _centre_window(img, out_size) if out_size != in_size else img
+                d[key] = merge_selected(base, selected, warped)
         return d
+
+    def _output_size(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        if self.spatial_size is None:
+            return spatial
+        return tuple(o if o > 0 else s for o, s in zip(self.spatial_size, spatial))
