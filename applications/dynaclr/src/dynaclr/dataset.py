@@ -177,11 +177,16 @@ class MultiExperimentTripletDataset(Dataset):
 
     # ------------------------------------------------------------------ reading
     def _read_patches(self, rows: np.ndarray) -> torch.Tensor:
-        """Read (len(rows), C, Z, Y, X) float32 patches; all reads are issued before any wait."""
+        """Read (len(rows), C, Z, Y, X) float32 patches; all reads are issued before any wait.
+
+        Tensorstore copies each patch straight from the (decoded or cached) chunks into the batch tensor: no
+        intermediate array per patch, and only the parts no read covers (image edges, absent channels) are zeroed.
+        """
         z = self.index.z_range
         ph, pw = self.index.yx_patch_size
         n_z = len(range(*z.indices(1 << 30)))
-        out = np.zeros((rows.size, self._n_channels, n_z, ph, pw), dtype=np.float32)
+        out = torch.empty((rows.size, self._n_channels, n_z, ph, pw), dtype=torch.float32)
+        dest = self._ts.array(out.numpy(), copy=False, write=True)
         pending = []
         for k, (row, fov) in enumerate(zip(rows.tolist(), self._fov[rows].tolist())):
             store = self._store(fov)
@@ -191,19 +196,16 @@ class MultiExperimentTripletDataset(Dataset):
             y1, x1 = min(y0 + ph, height), min(x0 + pw, width)
             cmap = self._fov_channels[fov]
             positions = sorted(cmap)
-            zarr_channels = [cmap[i] for i in positions]
-            if not zarr_channels:
+            if len(positions) < self._n_channels or y1 - y0 < ph or x1 - x0 < pw:
+                out[k] = 0.0  # zero-filled channel or image smaller than the patch
+            if not positions:
                 continue
-            t = int(self._t[row])
-            future = store[t, zarr_channels, z, y0:y1, x0:x1].read()
-            pending.append((k, positions, y1 - y0, x1 - x0, future))
-        for k, positions, h, w, future in pending:
-            data = future.result()
-            if len(positions) == self._n_channels:
-                out[k, :, :, :h, :w] = data
-            else:
-                out[k, positions, :, :h, :w] = data
-        return torch.from_numpy(out)
+            source = store[int(self._t[row]), [cmap[i] for i in positions], z, y0:y1, x0:x1]
+            target = dest[k, positions, :, : y1 - y0, : x1 - x0]
+            pending.append(target.write(source))
+        for future in pending:
+            future.result()
+        return out
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
         """Read a batch: anchors (and positives in fit mode) as (B, C, Z, Y, X) tensors.
