@@ -6,14 +6,15 @@ Sampling, normalisations and augmentations come from
 ``applications/dynaclr/examples/configs/multi_experiment_fit.yml``; the geometry is scaled to a CPU:
 Z = 8, 192 x 192 reads centre-cropped to 160 x 160, batch 64 (anchor + positive), 2 loader threads.
 Run: ``uv run python benchmarks/bench_multi_experiment_datamodule.py``. Target: >= 60 samples/s.
-Like ``dynaclr fit``, the script backs large tensors with transparent huge pages
-(:func:`viscy_utils.cli.enable_huge_page_buffers`); run it with ``THP_MEM_ALLOC_ENABLE=0`` to measure without.
+Like ``dynaclr fit``, the script tunes the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
+huge pages, freed buffers kept for reuse, no OpenMP spinning); ``THP_MEM_ALLOC_ENABLE=0``,
+``MALLOC_TRIM_THRESHOLD_=131072`` or ``GOMP_SPINCOUNT=300000`` measure without one of them.
 """
 
 # before torch is imported, exactly as the dynaclr / viscy command line does
-from viscy_utils.cli import enable_huge_page_buffers
+from viscy_utils.cpu_runtime import tune_cpu_runtime
 
-enable_huge_page_buffers()
+tune_cpu_runtime()
 
 import dataclasses
 import importlib
@@ -121,7 +122,8 @@ def main(batches: int = 6, batch_size: int = 64) -> None:
             f"train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
             f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()}; "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')})"
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
+            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')})"
         )
         # where the transform time goes: each transform alone on one (anchor) key set
         sample = {f"ch_{i}": torch.rand(batch_size, 1, 8, 192, 192) for i in range(2)}

@@ -5,13 +5,13 @@ Batch 64 (anchor + positive), 2 channels, Z = 8, 160 x 160 patches from 512 x 51
 mild noise quantised like camera counts, so they compress like real microscopy (uniform random
 float32 does not compress and makes decoding dominate). Run:
 ``uv run python benchmarks/bench_multi_experiment_dataset.py``.
-Targets: >= 250 samples/s and >= 70 % of the direct-read ceiling. Like ``dynaclr fit``, the script backs
-large tensors with transparent huge pages; ``THP_MEM_ALLOC_ENABLE=0`` measures without.
+Targets: >= 250 samples/s and >= 70 % of the direct-read ceiling. Like ``dynaclr fit``, the script tunes
+the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`).
 """
 
-from viscy_utils.cli import enable_huge_page_buffers
+from viscy_utils.cpu_runtime import tune_cpu_runtime
 
-enable_huge_page_buffers()  # before torch is imported, as the command line does
+tune_cpu_runtime()  # before torch is imported, as the command line does
 
 import tempfile
 import time

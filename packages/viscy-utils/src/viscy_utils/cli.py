@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from viscy_utils.cpu_runtime import enable_huge_page_buffers, tune_cpu_runtime
+
 if TYPE_CHECKING:
     from viscy_utils._lightning_cli import VisCyCLI
 
@@ -109,21 +111,9 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
     return "\n".join(lines) + "\n"
 
 
-def enable_huge_page_buffers() -> None:
-    """Ask torch to back large CPU tensors with transparent huge pages, unless the user decided already.
-
-    Sets ``THP_MEM_ALLOC_ENABLE=1`` (a torch setting, read once, at torch's first allocation) when the
-    variable is unset. Every large tensor a CPU batch transform allocates is otherwise page-faulted 4 KiB at
-    a time: measured on a 2-core machine, element-wise ops on a (64, 1, 8, 192, 192) batch ran 3-4x faster
-    with huge pages, and the CPU augmentation chain of ``multi_experiment_fit.yml`` 1.3x faster.
-    It must run before torch allocates anything to take effect; ``THP_MEM_ALLOC_ENABLE=0`` opts out.
-    """
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-
 def _setup_environment() -> None:
-    """Enable huge-page tensor buffers, set the Lightning log level and allow TF32 matmuls."""
-    enable_huge_page_buffers()
+    """Tune the CPU runtime (before torch loads), set the Lightning log level and allow TF32 matmuls."""
+    tune_cpu_runtime()
     import torch
 
     level = os.environ.get("VISCY_LOG_LEVEL", "INFO")
