@@ -43,7 +43,7 @@ _DATA = {
 }
 #: (dataset size, training length) of the full and the --fast demo
 _PRESETS = {
-    False: {"data": {**_DATA, "n_timepoints": 12, "fovs_per_well": 1, "cells_per_fov": 10}, "max_epochs": 10},
+    False: {"data": {**_DATA, "n_timepoints": 12, "fovs_per_well": 2, "cells_per_fov": 10}, "max_epochs": 10},
     True: {"data": {**_DATA, "n_timepoints": 10, "fovs_per_well": 1, "cells_per_fov": 8}, "max_epochs": 5},
 }
 
@@ -169,7 +169,7 @@ def run_demo(
     overwrite : bool, default False
         Replace a non-empty ``output_dir``; otherwise such a folder is an error.
     fast : bool, default False
-        Smaller dataset and fewer epochs (about half the runtime; the test uses it).
+        Smaller dataset and fewer epochs (about a quarter of the runtime; the test uses it).
     seed : int, default 0
         Seed of the synthetic data.
     max_epochs : int, optional
