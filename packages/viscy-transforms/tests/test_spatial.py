@@ -178,11 +178,11 @@ def test_affine_planar_path_keeps_the_z_slices_apart():
 
 
 def _centre(x, size):
-    """Reference centre crop / zero pad with start (in - out) // 2, written independently of the transform."""
+    """Reference centre crop / zero pad placed like MONAI's, written independently of the transform."""
     out = torch.zeros((*x.shape[:2], *size), dtype=x.dtype)
     src, dst = [], []
     for s, o in zip(x.shape[2:], size):
-        lo = (s - o) // 2 if o <= s else -((o - s) // 2)
+        lo = s // 2 - o // 2 if o <= s else -((o - s) // 2)  # CenterSpatialCrop / SpatialPad
         a, b = max(lo, 0), min(lo + o, s)
         src.append(slice(a, b))
         dst.append(slice(a - lo, b - lo))
@@ -222,6 +222,15 @@ def test_affine_spatial_size_without_selection_still_crops():
     x = _rand(4, 1, 3, 10, 10)
     out = vt.BatchedRandAffined(["a"], prob=0.0, rotate_range=[1.0, 0, 0], spatial_size=(-1, 6, 6))({"a": x})["a"]
     torch.testing.assert_close(out, x[:, :, :, 2:8, 2:8], atol=0, rtol=0)
+
+
+def test_affine_spatial_size_places_the_window_like_monai():
+    from monai.transforms import CenterSpatialCrop, SpatialPad
+
+    x = _rand(2, 1, 4, 14, 9)  # even -> odd crop in Y, odd -> even pad in X: where placements can differ by one
+    out = vt.BatchedRandAffined(["a"], prob=0.0, rotate_range=[1.0, 0, 0], spatial_size=(-1, 9, 12))({"a": x})["a"]
+    expected = torch.stack([SpatialPad((4, 9, 12))(CenterSpatialCrop((4, 9, 9))(sample)) for sample in x])
+    torch.testing.assert_close(out, expected.as_tensor(), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("bad", [8, (8, 8), "160"])

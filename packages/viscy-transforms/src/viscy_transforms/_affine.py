@@ -100,9 +100,9 @@ def _sampling_grid(
 ) -> torch.Tensor:
     """``grid_sample`` grid of a ``(B, 4, 4)`` (or, for ``len(spatial) == 2``, ``(B, 3, 3)``) centred-voxel matrix.
 
-    ``out_spatial`` (default: ``spatial``) samples only the centre window of that size, starting at voxel
-    ``(in - out) // 2`` of each axis (a negative start where the output is larger): the grid of the full-size
-    output, centre-cropped (or zero-padded) like ``CenterSpatialCrop`` / ``SpatialPad``.
+    ``out_spatial`` (default: ``spatial``) samples only the centre window of that size (:func:`_window_start`;
+    a negative start where the output is larger): the grid of the full-size output, centre-cropped (or
+    zero-padded) like ``CenterSpatialCrop`` / ``SpatialPad``.
     """
     n_dims = len(spatial)
     out_spatial = tuple(spatial) if out_spatial is None else tuple(out_spatial)
@@ -124,8 +124,12 @@ def _sampling_grid(
 
 
 def _window_start(size: int, out: int) -> int:
-    """First input voxel of a centred output window (negative: the window is larger than the input)."""
-    return (size - out) // 2 if out <= size else -((out - size) // 2)
+    """First input voxel of a centred output window, as MONAI places it (negative: larger than the input).
+
+    A crop starts at ``size // 2 - out // 2`` (``CenterSpatialCrop``), a pad adds ``(out - size) // 2`` voxels
+    before (``SpatialPad``); the two differ from ``(size - out) // 2`` when ``size`` is even and ``out`` odd.
+    """
+    return size // 2 - out // 2 if out <= size else -((out - size) // 2)
 
 
 def _centre_window(img: torch.Tensor, out_spatial: Sequence[int]) -> torch.Tensor:
@@ -232,13 +236,13 @@ class BatchedRandAffined(MapTransform, BatchRandomizable):
     allow_missing_keys : bool
         Skip keys absent from the dict instead of raising ``KeyError``.
     spatial_size : sequence of int or None
-        Output size (Z, Y, X); ``None`` or entries <= 0 keep the input's. The output window is centred like
-        ``CenterSpatialCrop`` / ``SpatialPad`` (it starts at voxel ``(in - out) // 2``): a smaller output equals
-        the centre crop of the full-size output, computed directly (only the kept voxels are resampled and
-        unselected samples are just cropped); a larger one also shows what the geometry brings into the extra
-        voxels (zero-padded for unselected samples). Set it to the final patch size when a centre crop follows
-        (reads larger than the final patch leave room for rotations): later transforms then work on the smaller
-        patch.
+        Output size (Z, Y, X); ``None`` or entries <= 0 keep the input's. The output window is placed like
+        MONAI ``CenterSpatialCrop`` / ``SpatialPad`` (a crop starts at voxel ``in // 2 - out // 2``): a smaller
+        output equals the centre crop of the full-size output, computed directly (only the kept voxels are
+        resampled and unselected samples are just cropped); a larger one also shows what the geometry brings
+        into the extra voxels (zero-padded for unselected samples). Set it to the final patch size when a centre
+        crop follows (reads larger than the final patch leave room for rotations): later transforms then work
+        on the smaller patch.
     """
 
     def __init__(
