@@ -99,6 +99,8 @@ class MultiExperimentTripletDataset(Dataset):
         fov_keys = index.fov_keys
         exps = {e.name: e for e in registry.experiments}
         self._fov_channels = [registry.channel_maps[e] for e, _ in fov_keys]
+        # per FOV: the batch channel positions a read fills and the zarr channels it reads for them
+        self._fov_reads = [(sorted(cmap), [cmap[i] for i in sorted(cmap)]) for cmap in self._fov_channels]
         self._fov_paths = [str(Path(exps[e].data_path) / fov / "0") for e, fov in fov_keys]
         self._fov_channel_names = [exps[e].channel_names for e, _ in fov_keys]
         self._fov_labels = [f"{e}:{fov}" for e, fov in fov_keys]
@@ -194,13 +196,12 @@ class MultiExperimentTripletDataset(Dataset):
             y0 = min(max(int(self._y0[row]), 0), max(height - ph, 0))
             x0 = min(max(int(self._x0[row]), 0), max(width - pw, 0))
             y1, x1 = min(y0 + ph, height), min(x0 + pw, width)
-            cmap = self._fov_channels[fov]
-            positions = sorted(cmap)
+            positions, zarr_channels = self._fov_reads[fov]
             if len(positions) < self._n_channels or y1 - y0 < ph or x1 - x0 < pw:
                 out[k] = 0.0  # zero-filled channel or image smaller than the patch
             if not positions:
                 continue
-            source = store[int(self._t[row]), [cmap[i] for i in positions], z, y0:y1, x0:x1]
+            source = store[int(self._t[row]), zarr_channels, z, y0:y1, x0:x1]
             target = dest[k, positions, :, : y1 - y0, : x1 - x0]
             pending.append(target.write(source))
         for future in pending:
