@@ -346,7 +346,7 @@ def run(
     inputs = fetch(cache_dir)
     echo(f"[2/5] Importing the movie and the TrackMate lineages into {data_dir}")
     prepared = prepare(inputs, data_dir, max_frames)
-    counts = prepared.truth.groupby("split")["phase"].value_counts().unstack(fill_value=0)
+    counts = pd.crosstab(prepared.truth["split"], prepared.truth["phase"])
     echo("      cells x frames per split and phase:\n" + "\n".join("        " + r for r in str(counts).splitlines()))
     echo(f"[3/5] $ dynaclr preprocess --data_path {prepared.plate} --channel_names magenta cyan")
     run_cli(["preprocess", "--data_path", str(prepared.plate), "--channel_names", "[magenta, cyan]"], prog="dynaclr")
