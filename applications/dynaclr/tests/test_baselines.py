@@ -1,0 +1,86 @@
+"""Baseline features and read-outs of dynaclr.evaluation.baselines."""
+
+import numpy as np
+import pytest
+
+from dynaclr.evaluation.baselines import (
+    cell_patches,
+    disc_intensity_features,
+    probe_balanced_accuracy,
+    raw_pixel_features,
+    readout_spearman,
+)
+
+pytest.importorskip("sklearn")
+
+
+def test_raw_pixel_features_bin_blocks():
+    images = np.arange(2 * 2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 2, 1, 4, 4)
+    assert raw_pixel_features(images).shape == (2, 32)
+    binned = raw_pixel_features(images, bin_size=2)
+    assert binned.shape == (2, 8)
+    assert binned[0, 0] == images[0, 0, 0, :2, :2].mean()
+    with pytest.raises(ValueError, match="not divisible by bin_size=3"):
+        raw_pixel_features(images, bin_size=3)
+
+
+def test_disc_intensity_features_measure_the_discs():
+    size = 21
+    yy, xx = np.mgrid[:size, :size]
+    distance = np.hypot(yy - 10, xx - 10)
+    nucleus = (distance <= 4).astype(np.float32) * 3.0  # bright nucleus of radius 4 on a dark cell
+    images = np.stack([nucleus, np.ones_like(nucleus)])[None, :, None]  # (1, 2, 1, 21, 21)
+    features = disc_intensity_features(images, radii=(4, 8))
+    # per disc: mean, std, median, p90 for each of the 2 channels, then the ring-minus-nucleus contrast
+    assert features.shape == (1, 2 * (4 * 2 + 1))
+    mean_small, std_small, median_small, p90_small = features[0, 0:8:2]
+    assert (mean_small, std_small, median_small, p90_small) == (3.0, 0.0, 3.0, 3.0)
+    in_big = distance <= 8
+    assert features[0, 8] == pytest.approx(nucleus[in_big].mean())
+    assert features[0, 16] == pytest.approx(0.0 - 3.0)  # ring (dark) minus nucleus (bright), channel 0
+    assert features[0, 17] == pytest.approx(0.0)  # channel 1 is flat
+    with pytest.raises(ValueError, match="increasing"):
+        disc_intensity_features(images, radii=(8, 4))
+
+
+def test_probe_and_readout_on_learnable_and_random_targets():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 5))
+    labels = np.where(x[:, 0] > 0.5, "a", np.where(x[:, 0] < -0.5, "c", "b"))
+    groups = np.repeat(np.arange(12), 20)
+    train, test = slice(0, 160), slice(160, None)
+    accuracy = probe_balanced_accuracy(x[train], labels[train], x[test], labels[test], groups[train])
+    assert accuracy > 0.85
+    chance = probe_balanced_accuracy(x[train], rng.permutation(labels)[train], x[test], labels[test], groups[train])
+    assert chance < 0.6
+    target = 2 * x[:, 1] + 0.1 * rng.normal(size=240)
+    assert readout_spearman(x[train], target[train], x[test], target[test], groups[train]) > 0.95
+
+
+def test_cell_patches_are_what_prediction_reads(tmp_path):
+    """One normalised, centre-cropped patch per tracked cell, read by the data module, in index order."""
+    from _mx_testdata import make_experiment, write_experiments_yaml  # loaded by conftest.py
+
+    from dynaclr.datamodule import MultiExperimentDataModule
+    from viscy_transforms import NormalizeSampled
+
+    config = make_experiment(tmp_path, "exp_a", n_t=6, n_z=1, size=48, condition_wells={"all": ["A/1"]})
+    dm = MultiExperimentDataModule(
+        experiments_yaml=str(write_experiments_yaml(tmp_path / "experiments.yml", [config])),
+        z_range=(0, 1),
+        yx_patch_size=(16, 16),
+        final_yx_patch_size=(12, 12),
+        batch_size=5,
+        num_workers=0,
+        normalizations=[
+            NormalizeSampled(keys=["ch_0", "ch_1"], level="fov_statistics", subtrahend="mean", divisor="std")
+        ],
+    )
+    patches = cell_patches(dm)
+    assert patches.images.dtype == np.float32
+    assert patches.images.shape == (3 * 6, 2, 1, 12, 12)  # 3 tracks x 6 frames
+    assert len(patches.index) == len(patches.images)
+    assert (patches.index["fov_name"] == "A/1/0").all()
+    # pixels are code * 1000 + channel * 100 + t, normalised by mean code * 1000 + channel * 100 and std 2
+    expected = patches.index["t"].to_numpy(dtype=np.float32) / 2
+    np.testing.assert_allclose(patches.images.reshape(len(expected), -1), expected[:, None].repeat(2 * 144, axis=1))
