@@ -6,9 +6,9 @@ import pytest
 from dynaclr.evaluation.baselines import (
     cell_patches,
     disc_intensity_features,
-    probe_balanced_accuracy,
+    fit_linear_probe,
+    fit_linear_readout,
     raw_pixel_features,
-    readout_spearman,
 )
 
 pytest.importorskip("sklearn")
@@ -44,17 +44,23 @@ def test_disc_intensity_features_measure_the_discs():
 
 
 def test_probe_and_readout_on_learnable_and_random_targets():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import balanced_accuracy_score
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 5))
     labels = np.where(x[:, 0] > 0.5, "a", np.where(x[:, 0] < -0.5, "c", "b"))
     groups = np.repeat(np.arange(12), 20)
     train, test = slice(0, 160), slice(160, None)
-    accuracy = probe_balanced_accuracy(x[train], labels[train], x[test], labels[test], groups[train])
-    assert accuracy > 0.85
-    chance = probe_balanced_accuracy(x[train], rng.permutation(labels)[train], x[test], labels[test], groups[train])
-    assert chance < 0.6
+    probe = fit_linear_probe(x[train], labels[train], groups[train])
+    assert balanced_accuracy_score(labels[test], probe.predict(x[test])) > 0.85
+    shuffled = fit_linear_probe(x[train], rng.permutation(labels[train]), groups[train])
+    assert balanced_accuracy_score(labels[test], shuffled.predict(x[test])) < 0.6
+    # the grid search saw only training groups: one C per fold, refitted on all training cells
+    assert probe.n_splits_ == 5 and probe.best_params_["logisticregression__C"] in (0.001, 0.01, 0.1, 1.0, 10.0)
     target = 2 * x[:, 1] + 0.1 * rng.normal(size=240)
-    assert readout_spearman(x[train], target[train], x[test], target[test], groups[train]) > 0.95
+    readout = fit_linear_readout(x[train], target[train], groups[train])
+    assert spearmanr(readout.predict(x[test]), target[test]).statistic > 0.95
 
 
 def test_cell_patches_are_what_prediction_reads(tmp_path):

@@ -5,7 +5,7 @@
 - :func:`raw_pixel_features`: the patch pixels themselves (block-averaged), for a linear probe on raw pixels;
 - :func:`disc_intensity_features`: hand-made per-channel intensity statistics in discs around the cell
   centre (e.g. nucleus-sized and cell-sized);
-- :func:`probe_balanced_accuracy` and :func:`readout_spearman`: the linear read-outs applied identically to
+- :func:`fit_linear_probe` and :func:`fit_linear_readout`: the linear read-outs fitted identically on
   every feature set (regularisation chosen by cross-validation on the training cells only, grouped by track).
 
 Needs scikit-learn and scipy (``pip install "dynaclr[eval]"``).
@@ -23,9 +23,9 @@ __all__ = [
     "CellPatches",
     "cell_patches",
     "disc_intensity_features",
-    "probe_balanced_accuracy",
+    "fit_linear_probe",
+    "fit_linear_readout",
     "raw_pixel_features",
-    "readout_spearman",
 ]
 
 #: regularisation grids searched by cross-validation on the training cells
@@ -142,25 +142,19 @@ def _groups_cv(groups: np.ndarray, n_splits: int = 5):
     return GroupKFold(n_splits=min(n_splits, len(np.unique(groups))))
 
 
-def probe_balanced_accuracy(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    groups: np.ndarray,
-    seed: int = 0,
-) -> float:
-    """Balanced accuracy of a logistic-regression probe trained on one set of cells, scored on another.
+def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarray, seed: int = 0):
+    """Fit a logistic-regression probe on one set of cells (score it on others with ``.predict``).
 
     Features are standardised on the training cells; the inverse regularisation ``C`` is chosen from
     a fixed grid by grouped cross-validation on the training cells (``groups``: e.g. track ids, so
-    frames of one cell never sit on both sides of a split). Classes are weighted to balance them.
+    frames of one cell never sit on both sides of a split), for balanced accuracy. Classes are
+    weighted to balance them.
 
     Parameters
     ----------
-    train_x, test_x : numpy.ndarray
+    train_x : numpy.ndarray
         ``(N, F)`` features.
-    train_y, test_y : numpy.ndarray
+    train_y : numpy.ndarray
         Class labels.
     groups : numpy.ndarray
         Group of each training cell for the cross-validation.
@@ -169,45 +163,43 @@ def probe_balanced_accuracy(
 
     Returns
     -------
-    float
-        Balanced accuracy on the test cells.
+    sklearn.model_selection.GridSearchCV
+        Refitted on all training cells with the chosen ``C``.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     pipeline = make_pipeline(
-        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
     )
     search = GridSearchCV(
         pipeline, {"logisticregression__C": list(_C_GRID)}, cv=_groups_cv(groups), scoring="balanced_accuracy"
     )
-    search.fit(train_x, train_y, groups=groups)
-    return float(balanced_accuracy_score(test_y, search.predict(test_x)))
+    return search.fit(train_x, train_y, groups=groups)
 
 
-def readout_spearman(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, groups: np.ndarray
-) -> float:
-    """Spearman correlation between a continuous target and its linear (ridge) read-out on held-out cells.
+def fit_linear_readout(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarray):
+    """Fit a ridge read-out of a continuous target (e.g. hours since the cell's birth).
+
+    Features are standardised on the training cells; the penalty is chosen from a fixed grid by
+    grouped cross-validation on the training cells.
 
     Parameters
     ----------
-    train_x, test_x : numpy.ndarray
+    train_x : numpy.ndarray
         ``(N, F)`` features.
-    train_y, test_y : numpy.ndarray
-        Targets (e.g. hours since the cell's birth).
+    train_y : numpy.ndarray
+        Targets.
     groups : numpy.ndarray
-        Group of each training cell for choosing the ridge penalty by grouped cross-validation.
+        Group of each training cell for the cross-validation.
 
     Returns
     -------
-    float
-        Spearman rho between prediction and target on the test cells.
+    sklearn.model_selection.GridSearchCV
+        Refitted on all training cells with the chosen penalty.
     """
-    from scipy.stats import spearmanr
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
@@ -219,5 +211,4 @@ def readout_spearman(
         cv=_groups_cv(groups),
         scoring="neg_mean_squared_error",
     )
-    search.fit(train_x, train_y, groups=groups)
-    return float(spearmanr(search.predict(test_x), test_y).statistic)
+    return search.fit(train_x, train_y, groups=groups)
