@@ -328,6 +328,7 @@ def run(
     max_frames: int | None = None,
     max_epochs: int | None = None,
     overwrite: bool = False,
+    config_path: Path = HERE / "fit.yml",
 ) -> dict:
     """Run the example end to end and return what ``metrics.json`` holds."""
     import anndata
@@ -355,7 +356,7 @@ def run(
     echo(f"[3/5] $ dynaclr preprocess --data_path {prepared.plate} --channel_names magenta cyan")
     run_cli(["preprocess", "--data_path", str(prepared.plate), "--channel_names", "[magenta, cyan]"], prog="dynaclr")
 
-    template = yaml.safe_load((HERE / "fit.yml").read_text())
+    template = yaml.safe_load(Path(config_path).read_text())
     methods: dict[str, list[dict]] = {"DynaCLR (trained)": [], "untrained encoder": []}
     for seed in seeds:
         config = fit_config(template, output_dir, prepared.experiments_fit, seed, max_epochs)
@@ -389,6 +390,7 @@ def run(
         "splits": {k: list(v) for k, v in SPLITS.items()},
         "cells_per_split_and_phase": {s: counts.loc[s].to_dict() for s in counts.index},
         "seeds": seeds,
+        "config": str(config_path),
         "max_epochs": max_epochs or template["trainer"]["max_epochs"],
         "methods": methods,
         "seconds": round(seconds, 1),
@@ -413,11 +415,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-frames", type=int, help="use only the first N frames (a quick run)")
-    parser.add_argument("--max-epochs", type=int, help="override the epochs of fit.yml")
+    parser.add_argument("--max-epochs", type=int, help="override the epochs of the training config")
+    parser.add_argument(
+        "--config", type=Path, default=HERE / "fit.yml", help="training config (paths and seed are filled in)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     args = parser.parse_args(argv)
     try:
-        run(args.output_dir, args.cache_dir, args.seeds, args.max_frames, args.max_epochs, args.overwrite)
+        run(
+            args.output_dir,
+            args.cache_dir,
+            args.seeds,
+            args.max_frames,
+            args.max_epochs,
+            args.overwrite,
+            args.config,
+        )
     except DataUnavailable as err:
         print(f"data unavailable: {err}", file=sys.stderr)
         return 3
