@@ -55,6 +55,8 @@ INTERVAL_MINUTES = 15.0
 #: ``-m MEAN_INTENSITY_CH1 -c MEAN_INTENSITY_CH2``)
 CHANNELS = ("magenta", "cyan", "labels")
 MAGENTA, CYAN = "MEAN_INTENSITY_CH1", "MEAN_INTENSITY_CH2"
+#: the label image is the third channel: a spot's mean intensity there is its nucleus label
+LABEL = "MEAN_INTENSITY_CH3"
 FOV = "A/1/0"
 #: lineages (TrackMate TRACK_ID) of each split, fixed before any run: the two large lineages (7 cells each, two
 #: rounds of division) train and test; the three single-cell tracks validate
@@ -137,6 +139,19 @@ def hours_since_birth(tracks: pd.DataFrame) -> pd.Series:
     return ((tracks["t"] - first) * INTERVAL_MINUTES / 60).where(born).rename("hours_since_birth")
 
 
+def on_own_label(plate: Path, tracks: pd.DataFrame) -> str:
+    """How many imported centroids land on the nucleus label TrackMate measured them on (checks the pixel size)."""
+    from iohub.ngff import open_ome_zarr
+
+    with open_ome_zarr(plate, layout="hcs", mode="r") as opened:
+        labels = opened[FOV]["0"][:, CHANNELS.index("labels"), 0]
+    inside = tracks[tracks["t"] < labels.shape[0]]
+    y = inside["y"].round().astype(int).clip(0, labels.shape[1] - 1)
+    x = inside["x"].round().astype(int).clip(0, labels.shape[2] - 1)
+    hits = int((labels[inside["t"], y, x] == inside[LABEL]).sum())
+    return f"{hits} / {len(inside)}"
+
+
 @dataclass(frozen=True)
 class Prepared:
     plate: Path
@@ -166,7 +181,9 @@ def prepare(inputs: Path, data_dir: Path, max_frames: int | None) -> Prepared:
 
     echo(f"      $ viscy import-tracks {TRACKS_XML} -o <tracks> --fov {FOV} --pixel-size {PIXEL_SIZE_UM} "
          f"--spot-feature {MAGENTA} --spot-feature {CYAN}  (then split by lineage)")  # fmt: skip
-    tracks = read_trackmate_xml(inputs / TRACKS_XML, pixel_size=PIXEL_SIZE_UM, spot_features=[MAGENTA, CYAN])
+    features = [MAGENTA, CYAN, LABEL]
+    tracks = read_trackmate_xml(inputs / TRACKS_XML, pixel_size=PIXEL_SIZE_UM, spot_features=features)
+    echo(f"      centroids on their own nucleus label: {on_own_label(plate, tracks)}")
     tracks["phase"] = fucci_phases(tracks)  # on the whole movie, as fucciphase calls them
     tracks["hours_since_birth"] = hours_since_birth(tracks)
     if max_frames is not None:
