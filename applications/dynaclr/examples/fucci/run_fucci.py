@@ -304,14 +304,14 @@ def baseline_features(config: dict) -> tuple[dict[str, np.ndarray], pd.DataFrame
     from jsonargparse import ArgumentParser
 
     from dynaclr.datamodule import MultiExperimentDataModule
-    from dynaclr.evaluation.baselines import cell_patches, disc_intensity_features, raw_pixel_features
+    from dynaclr.evaluation.baselines import cell_patches, disc_intensity_features
 
     parser = ArgumentParser()
     parser.add_subclass_arguments(MultiExperimentDataModule, "data")
     datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
     patches = cell_patches(datamodule)
     features = {
-        "raw_pixels": raw_pixel_features(patches.images, bin_size=4),
+        "raw_pixels": patches.images.reshape(len(patches.images), -1),
         "disc_intensity": disc_intensity_features(patches.images, DISC_RADII_PX),
     }
     return features, patches.index

@@ -2,9 +2,8 @@
 
 - :func:`cell_patches`: every predicted cell's normalised, centre-cropped patch, read through a
   :class:`~dynaclr.datamodule.MultiExperimentDataModule` (the reader and transforms of ``dynaclr predict``);
-- :func:`raw_pixel_features`: the patch pixels themselves (block-averaged), for a linear probe on raw pixels;
 - :func:`disc_intensity_features`: hand-made per-channel intensity statistics in discs around the cell
-  centre (e.g. nucleus-sized and cell-sized);
+  centre (e.g. nucleus-sized and cell-sized); the raw-pixel baseline is the patches themselves, flattened;
 - :func:`fit_linear_probe` and :func:`fit_linear_readout`: the linear read-outs fitted identically on
   every feature set (regularisation chosen by cross-validation on the training cells only, grouped by track).
 
@@ -25,7 +24,6 @@ __all__ = [
     "disc_intensity_features",
     "fit_linear_probe",
     "fit_linear_readout",
-    "raw_pixel_features",
 ]
 
 #: regularisation grids searched by cross-validation on the training cells
@@ -74,66 +72,42 @@ def cell_patches(datamodule) -> CellPatches:
     return CellPatches(images=np.concatenate(images).astype(np.float32, copy=False), index=index)
 
 
-def raw_pixel_features(images: np.ndarray, bin_size: int = 1) -> np.ndarray:
-    """Flattened patch pixels, optionally averaged over ``bin_size`` x ``bin_size`` blocks.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        ``(N, C, Z, Y, X)`` patches (Y and X divisible by ``bin_size``).
-    bin_size : int, default 1
-        Block size of the YX average (2 quarters the feature count).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, C * Z * Y/bin * X/bin)`` float32.
-    """
-    n, c, z, y, x = images.shape
-    if y % bin_size or x % bin_size:
-        raise ValueError(f"patch size {(y, x)} is not divisible by bin_size={bin_size}")
-    binned = images.reshape(n, c, z, y // bin_size, bin_size, x // bin_size, bin_size).mean(axis=(4, 6))
-    return binned.reshape(n, -1).astype(np.float32, copy=False)
-
-
 def disc_intensity_features(images: np.ndarray, radii: Sequence[float]) -> np.ndarray:
     """Per-channel intensity statistics in discs centred on the patch centre.
 
     For each disc radius (e.g. a nucleus and a cell radius, in pixels) and channel: mean, standard
-    deviation, median and 90th percentile over the disc (all Z planes), plus the mean of the ring
-    between consecutive radii minus the inner disc mean (contrast of a nucleus against its cytoplasm).
+    deviation, minimum, maximum and median over the disc (all Z planes); the statistics of the
+    ``dynaclr demo`` baseline.
 
     Parameters
     ----------
     images : numpy.ndarray
         ``(N, C, Z, Y, X)`` patches centred on the cells.
     radii : sequence of float
-        Disc radii in pixels, increasing.
+        Disc radii in pixels; a pixel belongs to a disc when its distance to the patch centre is at most
+        the radius.
 
     Returns
     -------
     numpy.ndarray
-        ``(N, C * (4 * len(radii) + len(radii) - 1))`` float32.
+        ``(N, len(radii) * 5 * C)`` float32: per disc, the five statistics, each for every channel.
+
+    Raises
+    ------
+    ValueError
+        If a radius is not positive or a disc holds no pixel.
     """
-    radii = [float(r) for r in radii]
-    if not radii or any(b <= a for a, b in zip(radii, radii[1:])) or radii[0] <= 0:
-        raise ValueError(f"radii must be positive and increasing, got {radii}")
-    n, c, z, y, x = images.shape
+    n, c, _, y, x = images.shape
     yy, xx = np.mgrid[:y, :x]
-    distance = np.hypot(yy - (y - 1) / 2, xx - (x - 1) / 2)
-    flat = images.reshape(n, c, z, y * x)
-    features, means = [], []
+    r2 = (yy - (y - 1) / 2) ** 2 + (xx - (x - 1) / 2) ** 2
+    features = []
     for radius in radii:
-        inside = (distance <= radius).reshape(-1)
-        values = flat[..., inside].reshape(n, c, -1)
-        mean = values.mean(axis=-1)
-        means.append(mean)
-        q50, q90 = np.percentile(values, [50, 90], axis=-1)
-        features += [mean, values.std(axis=-1), q50, q90]
-    for inner, outer in zip(radii, radii[1:]):
-        ring = ((distance > inner) & (distance <= outer)).reshape(-1)
-        features.append(flat[..., ring].reshape(n, c, -1).mean(axis=-1) - means[radii.index(inner)])
-    return np.concatenate(features, axis=1).astype(np.float32, copy=False)
+        inside = r2 <= float(radius) ** 2
+        if radius <= 0 or not inside.any():
+            raise ValueError(f"a disc of radius {radius} holds no pixel of a {y}x{x} patch")
+        values = images[..., inside].reshape(n, c, -1).astype(np.float64)
+        features += [values.mean(-1), values.std(-1), values.min(-1), values.max(-1), np.median(values, axis=-1)]
+    return np.concatenate(features, axis=1).astype(np.float32)
 
 
 def _groups_cv(groups: np.ndarray, n_splits: int = 5):
