@@ -407,7 +407,7 @@ def run(
         "splits": {k: list(v) for k, v in SPLITS.items()},
         "cells_per_split_and_phase": {s: counts.loc[s].to_dict() for s in counts.index},
         "seeds": seeds,
-        "config": str(config_path),
+        "config": Path(config_path).name if Path(config_path).parent == HERE else str(config_path),
         "max_epochs": max_epochs or template["trainer"]["max_epochs"],
         "methods": methods,
         "seconds": round(seconds, 1),
