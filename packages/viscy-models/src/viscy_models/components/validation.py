@@ -1,4 +1,4 @@
-"""Input-shape checks shared by the architectures, with errors that name the expected multiple."""
+"""Argument and input-shape checks shared by the architectures, with errors that name the argument and value."""
 
 from __future__ import annotations
 
@@ -24,7 +24,77 @@ def check_divisible(sizes: Sequence[int], multiple: int, model: str, axes: str) 
         raise ValueError(f"{model}: {axes} sizes must be multiples of {multiple}, got {sizes}.")
 
 
-def default_filters(num_filters: Sequence[int], num_blocks: int) -> list[int]:
+def check_positive_int(value: object, name: str, model: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int, or raise a ValueError naming the argument unless it is an integer >= ``minimum``.
+
+    Parameters
+    ----------
+    value : object
+        The argument value.
+    name : str
+        Name of the argument, for the message.
+    model : str
+        Name of the model, for the message.
+    minimum : int
+        Smallest allowed value.
+
+    Returns
+    -------
+    int
+        The value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{model}: {name} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_choice(value: object, name: str, model: str, choices: Sequence[object]) -> None:
+    """Raise a ValueError naming the argument unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    value : object
+        The argument value.
+    name : str
+        Name of the argument, for the message.
+    model : str
+        Name of the model, for the message.
+    choices : sequence
+        The allowed values.
+    """
+    if value not in choices:
+        raise ValueError(f"{model}: {name} must be one of {list(choices)}, got {value!r}.")
+
+
+def check_odd_kernel(kernel_size: Sequence[int], name: str, model: str, dims: int) -> tuple[int, ...]:
+    """Return ``kernel_size`` as a tuple of ``dims`` odd positive integers, or raise a ValueError naming it.
+
+    Parameters
+    ----------
+    kernel_size : sequence of int
+        The kernel size argument.
+    name : str
+        Name of the argument, for the message.
+    model : str
+        Name of the model, for the message.
+    dims : int
+        Number of entries required.
+
+    Returns
+    -------
+    tuple of int
+        The kernel size.
+    """
+    if (
+        isinstance(kernel_size, int)
+        or len(kernel_size) != dims
+        or any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_size)
+    ):
+        raise ValueError(f"{model}: {name} must be {dims} odd positive integers ('same' padding), got {kernel_size!r}.")
+    return tuple(int(k) for k in kernel_size)
+
+
+def default_filters(num_filters: Sequence[int], num_blocks: int, model: str) -> list[int]:
     """Return the U-Net level widths: ``num_filters`` if given, else ``16 * 2**i`` for ``num_blocks + 1`` levels.
 
     Parameters
@@ -33,6 +103,8 @@ def default_filters(num_filters: Sequence[int], num_blocks: int) -> list[int]:
         Explicit widths, or empty for the default.
     num_blocks : int
         Number of down-sampling steps.
+    model : str
+        Name of the model, for the message.
 
     Returns
     -------
@@ -41,6 +113,9 @@ def default_filters(num_filters: Sequence[int], num_blocks: int) -> list[int]:
     """
     if len(num_filters) == 0:
         return [16 * 2**i for i in range(num_blocks + 1)]
-    if len(num_filters) != num_blocks + 1:
-        raise ValueError(f"num_filters must have num_blocks + 1 = {num_blocks + 1} entries, got {list(num_filters)}.")
+    if len(num_filters) != num_blocks + 1 or any(int(f) < 1 for f in num_filters):
+        raise ValueError(
+            f"{model}: num_filters must be num_blocks + 1 = {num_blocks + 1} positive widths (one per level, "
+            f"num_blocks={num_blocks}) or empty for 16 * 2**i, got {tuple(num_filters)}."
+        )
     return [int(f) for f in num_filters]

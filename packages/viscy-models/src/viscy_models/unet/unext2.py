@@ -11,7 +11,7 @@ from viscy_models.components.backbones import create_timm_backbone, feature_redu
 from viscy_models.components.decoders import UNeXt2Decoder
 from viscy_models.components.heads import PixelToVoxelHead
 from viscy_models.components.stems import UNeXt2Stem
-from viscy_models.components.validation import check_divisible
+from viscy_models.components.validation import check_choice, check_divisible, check_positive_int
 
 
 class UNeXt2(nn.Module):
@@ -33,8 +33,8 @@ class UNeXt2(nn.Module):
     pretrained : bool
         Load timm's ImageNet weights into the encoder (needs network access).
     stem_kernel_size : tuple of int
-        (Z, Y, X) kernel and stride of the stem. The input's Y and X must be multiples of the total
-        down-sampling, ``stem_kernel_size[1] * 8`` for a four-stage ConvNeXt.
+        (Z, 4, 4) kernel and stride of the stem. The input's Y and X must be multiples of the total
+        down-sampling, 32 for a four-stage ConvNeXt.
     decoder_mode : {"pixelshuffle", "deconv"}
         Decoder up-sampling. The reference's deconv mode crashed; here it works (transposed convolution and
         a MONAI residual block per stage).
@@ -70,8 +70,25 @@ class UNeXt2(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        model = "UNeXt2"
+        for name, value in [
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("in_stack_depth", in_stack_depth),
+            ("decoder_conv_blocks", decoder_conv_blocks),
+            ("head_expansion_ratio", head_expansion_ratio),
+        ]:
+            check_positive_int(value, name, model)
+        if out_stack_depth is not None:
+            check_positive_int(out_stack_depth, "out_stack_depth", model)
+        check_choice(decoder_mode, "decoder_mode", model, ("pixelshuffle", "deconv"))
         if "convnext" not in backbone:
-            raise ValueError(f"UNeXt2 needs a timm ConvNeXt backbone, got {backbone!r}.")
+            raise ValueError(f"UNeXt2 needs a timm ConvNeXt backbone, got backbone={backbone!r}.")
+        if len(stem_kernel_size) != 3 or tuple(stem_kernel_size[1:]) != (4, 4) or stem_kernel_size[0] < 1:
+            raise ValueError(
+                f"UNeXt2: stem_kernel_size must be (Z, 4, 4), got {tuple(stem_kernel_size)}: the decoder and head "
+                "up-sample by 32 = 4 x the ConvNeXt stages' 8, so only a 4-pixel stem returns the input size."
+            )
         if in_stack_depth % stem_kernel_size[0]:
             raise ValueError(
                 f"in_stack_depth={in_stack_depth} must be a multiple of the stem's depth kernel "
@@ -82,6 +99,11 @@ class UNeXt2(nn.Module):
             backbone, pretrained=pretrained, features_only=True, drop_path_rate=drop_path_rate
         )
         num_channels = list(encoder.feature_info.channels())
+        if any(b != 2 * a for a, b in zip(num_channels[:-1], num_channels[1:])):
+            raise ValueError(
+                f"UNeXt2: backbone={backbone!r} has feature widths {tuple(num_channels)}; the decoder needs widths "
+                "that double at every stage (each stage takes skip features of half its input width)."
+            )
         # The 2D patchify convolution is replaced by the 3D stem; its layer norm stays.
         encoder.stem_0 = nn.Identity()
         self.encoder_stages = encoder

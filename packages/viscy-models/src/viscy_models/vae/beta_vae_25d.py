@@ -13,11 +13,14 @@ from viscy_models.components.backbones import create_timm_backbone, feature_redu
 from viscy_models.components.decoders import VaeUpStage
 from viscy_models.components.heads import PixelToVoxelHead
 from viscy_models.components.stems import StemDepthtoChannels
-from viscy_models.components.validation import check_divisible
+from viscy_models.components.validation import check_choice, check_positive_int
 
 
 class VaeEncoder(nn.Module):
-    """Stem + timm ``features_only`` backbone, global average pooling, then linear mean and log-variance.
+    """Stem + timm ``features_only`` backbone, flattened last feature map, then linear mean and log-variance.
+
+    The last feature map is flattened (not pooled), so ``fc`` has ``channels * h * w`` inputs, where
+    ``(h, w)`` is ``input_spatial_size`` divided by the total down-sampling (:attr:`feature_size`).
 
     Parameters
     ----------
@@ -27,6 +30,8 @@ class VaeEncoder(nn.Module):
         Input channels and Z size.
     latent_dim : int
         Latent dimension.
+    input_spatial_size : sequence of int
+        (Y, X) input size; each a multiple of the total down-sampling along its axis.
     stem_kernel_size, stem_stride : sequence of int
         (Z, Y, X) kernel and stride of the 3D stem.
     drop_path_rate : float
@@ -39,13 +44,14 @@ class VaeEncoder(nn.Module):
         in_channels: int,
         in_stack_depth: int,
         latent_dim: int,
+        input_spatial_size: Sequence[int],
         stem_kernel_size: Sequence[int],
         stem_stride: Sequence[int],
         drop_path_rate: float,
     ) -> None:
         super().__init__()
         if "convnext" not in backbone and "resnet" not in backbone:
-            raise ValueError(f"BetaVae25D supports timm ResNet and ConvNeXt backbones, got {backbone!r}.")
+            raise ValueError(f"BetaVae25D supports timm ResNet and ConvNeXt backbones, got backbone={backbone!r}.")
         encoder = create_timm_backbone(backbone, pretrained=False, features_only=True, drop_path_rate=drop_path_rate)
         num_channels = encoder.feature_info.channels()
         # The first 2D convolution is replaced by the 3D stem (a ConvNeXt keeps its stem layer norm).
@@ -56,15 +62,31 @@ class VaeEncoder(nn.Module):
         self.stem = StemDepthtoChannels(in_channels, in_stack_depth, num_channels[0], stem_kernel_size, stem_stride)
         self.encoder = encoder
         self.out_channels = num_channels[-1]
-        self.total_stride = feature_reduction(encoder, stem_stride[1])
-        self.fc = nn.Linear(num_channels[-1], latent_dim)
+        sizes = tuple(int(s) for s in input_spatial_size)
+        # The backbone's own down-sampling after the replaced first convolution (8 for ConvNeXt, 16 for ResNet).
+        reduction = feature_reduction(encoder, 1)
+        stem_out = [(size - k) // s + 1 for size, k, s in zip(sizes, stem_kernel_size[1:], stem_stride[1:])]
+        if (
+            len(sizes) != 2
+            or any(size < k for size, k in zip(sizes, stem_kernel_size[1:]))
+            or any(n % reduction for n in stem_out)
+        ):
+            raise ValueError(
+                f"BetaVae25D: input_spatial_size={tuple(input_spatial_size)} must be two (Y, X) sizes whose stem "
+                f"output (kernel {tuple(stem_kernel_size[1:])}, stride {tuple(stem_stride[1:])}) is a multiple of "
+                f"the {backbone} stages' down-sampling {reduction}, for example multiples of "
+                f"{reduction * stem_stride[1]} with a non-overlapping stem."
+            )
+        self.input_spatial_size = sizes
+        self.feature_size = tuple(n // reduction for n in stem_out)
+        self.fc = nn.Linear(num_channels[-1] * self.feature_size[0] * self.feature_size[1], latent_dim)
         self.fc_mu = nn.Linear(latent_dim, latent_dim)
         self.fc_logvar = nn.Linear(latent_dim, latent_dim)
 
     def forward(self, x: torch.Tensor) -> SimpleNamespace:
         """Return ``SimpleNamespace(mean, logvar, z)``; ``z`` is sampled (in eval mode too, as the reference)."""
         features = self.encoder(self.stem(x))[-1]
-        h = self.fc(features.mean(dim=(2, 3)))
+        h = self.fc(features.flatten(1))
         mean, logvar = self.fc_mu(h), self.fc_logvar(h)
         std = torch.exp(0.5 * logvar)
         z = mean + torch.randn_like(std) * std
@@ -94,8 +116,8 @@ class VaeDecoder(nn.Module):
         Residual units per stage.
     norm_name : str
         MONAI normalisation of the residual units.
-    upsample_pre_conv : bool
-        Convolve before pixel-shuffling.
+    upsample_pre_conv : "default", torch.nn.Module, bool or None
+        Convolution before pixel-shuffling (see :class:`BetaVae25D`).
     """
 
     def __init__(
@@ -110,13 +132,21 @@ class VaeDecoder(nn.Module):
         upsample_mode: Literal["pixelshuffle", "deconv"],
         conv_blocks: int,
         norm_name: str,
-        upsample_pre_conv: bool,
+        upsample_pre_conv: Literal["default"] | nn.Module | bool | None,
     ) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
         self.spatial_size = tuple(spatial_size)
-        self.latent_reshape = nn.Linear(latent_dim, latent_dim * self.spatial_size[0] * self.spatial_size[1])
-        self.latent_proj = nn.Conv2d(latent_dim, decoder_channels[0], kernel_size=1)
+        cells = self.spatial_size[0] * self.spatial_size[1]
+        # The latent vector is mapped to a (latent_dim // cells, h, w) map: the number of latent values is kept.
+        self.latent_channels = latent_dim // cells
+        if self.latent_channels < 1:
+            raise ValueError(
+                f"BetaVae25D: latent_dim={latent_dim} is smaller than the {self.spatial_size} = {cells} cells of the "
+                f"encoder's last feature map; use latent_dim >= {cells} (a multiple of it) or a smaller "
+                "input_spatial_size."
+            )
+        self.latent_reshape = nn.Linear(latent_dim, self.latent_channels * cells)
+        self.latent_proj = nn.Conv2d(self.latent_channels, decoder_channels[0], kernel_size=1)
         self.decoder_stages = nn.ModuleList(
             VaeUpStage(
                 decoder_channels[i],
@@ -135,7 +165,7 @@ class VaeDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``(B, latent_dim)`` latents into ``(B, out_channels, out_stack_depth, Y, X)``."""
-        x = self.latent_reshape(z).view(z.shape[0], self.latent_dim, *self.spatial_size)
+        x = self.latent_reshape(z).view(z.shape[0], self.latent_channels, *self.spatial_size)
         x = self.latent_proj(x)
         for stage in self.decoder_stages:
             x = stage(x)
@@ -145,11 +175,17 @@ class VaeDecoder(nn.Module):
 class BetaVae25D(nn.Module):
     """2.5D beta-VAE for (B, C, Z, Y, X) cell patches; returns ``SimpleNamespace(recon_x, mean, logvar, z)``.
 
-    The decoder starts from the encoder's bottleneck size and up-samples by ``2**decoder_stages * 4``,
-    so the reconstruction matches the input size when that equals the encoder's down-sampling (ResNet-50
-    with a stride-4 stem and 4 stages). With a ConvNeXt backbone (down-sampling 32) the default 4 stages
-    return twice the input size, as in the reference; use ``decoder_stages=3`` there.
-    As in the reference, ``z`` is sampled with ``torch.randn_like`` in eval mode too.
+    Encoder: a 3D stem folds Z into channels, a timm ``features_only`` backbone encodes, and its last
+    feature map ``(C, h, w)`` is flattened into ``fc`` (``C * h * w`` inputs, ``(h, w)`` =
+    ``input_spatial_size`` divided by the stem stride and the backbone's down-sampling), then linear mean
+    and log-variance heads. As in the reference, ``z`` is sampled with ``torch.randn_like`` in eval mode too.
+
+    Decoder: ``latent_reshape`` maps ``z`` to ``latent_dim // h**2`` maps of ``h x h`` cells (square, from the
+    Y size, as the reference: a non-square input gives a square reconstruction), a 1x1 ``latent_proj`` to the
+    backbone's last width, ``decoder_stages`` x2 up-sampling stages halving the width, and a pixel-to-voxel
+    head (x4). The reconstruction matches the input size when ``2**decoder_stages * 4`` equals the encoder's
+    down-sampling (ResNet with a stride-4 stem and 4 stages); with a ConvNeXt (down-sampling 32) the default
+    4 stages return twice the input size, as in the reference; use ``decoder_stages=3`` there.
 
     Parameters
     ----------
@@ -160,9 +196,9 @@ class BetaVae25D(nn.Module):
     in_stack_depth, out_stack_depth : int
         Input and reconstruction Z sizes.
     latent_dim : int
-        Latent dimension.
+        Latent dimension; at least ``h**2`` (see above).
     input_spatial_size : tuple of int
-        (Y, X) input size; a multiple of the encoder's total down-sampling.
+        (Y, X) input size; the encoder's ``fc`` is sized for it, so inputs must have exactly this size.
     stem_kernel_size, stem_stride : tuple of int
         (Z, Y, X) kernel and stride of the 3D stem.
     drop_path_rate : float
@@ -174,13 +210,15 @@ class BetaVae25D(nn.Module):
     head_pool : bool
         Blur the head's first pixel-shuffle.
     upsample_mode : {"pixelshuffle", "deconv"}
-        Up-sampling of the decoder stages.
+        Up-sampling of the decoder stages. ``deconv``: a transposed convolution, one residual unit and a 1x1
+        convolution per stage (``conv_blocks`` does not apply, as in the reference).
     conv_blocks : int
-        Residual units per decoder stage.
+        Residual units per decoder stage (pixelshuffle mode).
     norm_name : str
-        MONAI normalisation of the decoder.
-    upsample_pre_conv : bool or None
-        Convolve before each pixel-shuffle (None or False: no).
+        MONAI normalisation of the decoder (``"batch"`` or ``"instance"``).
+    upsample_pre_conv : "default", torch.nn.Module or None
+        Convolution before each pixel-shuffle (MONAI ``UpSample(pre_conv=...)``): ``"default"`` (or True)
+        for MONAI's 3x3 convolution, a module, or None (or False) for none.
     """
 
     def __init__(
@@ -200,26 +238,49 @@ class BetaVae25D(nn.Module):
         upsample_mode: Literal["pixelshuffle", "deconv"] = "pixelshuffle",
         conv_blocks: int = 2,
         norm_name: str = "batch",
-        upsample_pre_conv: bool | None = None,
+        upsample_pre_conv: Literal["default"] | nn.Module | bool | None = None,
     ) -> None:
         super().__init__()
+        model = "BetaVae25D"
+        for name, value in [
+            ("in_channels", in_channels),
+            ("in_stack_depth", in_stack_depth),
+            ("out_stack_depth", out_stack_depth),
+            ("latent_dim", latent_dim),
+            ("decoder_stages", decoder_stages),
+            ("head_expansion_ratio", head_expansion_ratio),
+            ("conv_blocks", conv_blocks),
+        ]:
+            check_positive_int(value, name, model)
+        check_choice(upsample_mode, "upsample_mode", model, ("pixelshuffle", "deconv"))
+        check_choice(norm_name, "norm_name", model, ("batch", "instance"))
         self.encoder = VaeEncoder(
-            backbone, in_channels, in_stack_depth, latent_dim, stem_kernel_size, stem_stride, drop_path_rate
+            backbone,
+            in_channels,
+            in_stack_depth,
+            latent_dim,
+            input_spatial_size,
+            stem_kernel_size,
+            stem_stride,
+            drop_path_rate,
         )
-        stride = self.encoder.total_stride
-        input_spatial_size = tuple(input_spatial_size)
-        check_divisible(input_spatial_size, stride, "BetaVae25D", "input_spatial_size")
-        self.input_spatial_size = input_spatial_size
+        self.input_spatial_size = self.encoder.input_spatial_size
         self.in_stack_depth = in_stack_depth
         width = self.encoder.out_channels
-        if width % 2 ** (decoder_stages - 1):
-            raise ValueError(f"decoder_stages={decoder_stages} halves {width} channels to a non-integer width.")
         decoder_channels = [width // 2**i for i in range(decoder_stages)]
+        if width % 2 ** (decoder_stages - 1) or (
+            upsample_mode == "pixelshuffle" and any(c % 4 for c in decoder_channels)
+        ):
+            raise ValueError(
+                f"BetaVae25D: decoder_stages={decoder_stages} halves the {backbone} width {width} at every stage; "
+                "each stage's input width must be an integer (a multiple of 4 for pixel-shuffle): use fewer stages."
+            )
         decoder_channels.append((out_stack_depth + 2) * in_channels * 4 * head_expansion_ratio)
+        h = self.encoder.feature_size[0]
         self.decoder = VaeDecoder(
             decoder_channels,
             latent_dim=latent_dim,
-            spatial_size=[s // stride for s in input_spatial_size],
+            spatial_size=(h, h),
             out_channels=in_channels,
             out_stack_depth=out_stack_depth,
             head_expansion_ratio=head_expansion_ratio,
@@ -227,22 +288,24 @@ class BetaVae25D(nn.Module):
             upsample_mode=upsample_mode,
             conv_blocks=conv_blocks,
             norm_name=norm_name,
-            upsample_pre_conv=bool(upsample_pre_conv),
+            upsample_pre_conv=upsample_pre_conv,
         )
 
     def forward(self, x: torch.Tensor) -> SimpleNamespace:
-        """Encode, sample and decode ``x`` of shape ``(B, in_channels, in_stack_depth, Y, X)``.
+        """Encode, sample and decode ``x`` of shape ``(B, in_channels, in_stack_depth, *input_spatial_size)``.
 
-        The reconstruction's (Y, X) size follows ``input_spatial_size`` (see the class docstring).
+        The reconstruction's size follows from the decoder (see the class docstring).
         """
         if x.ndim != 5 or x.shape[2] != self.in_stack_depth:
             raise ValueError(
                 f"BetaVae25D expects (B, C, {self.in_stack_depth}, Y, X) input (in_stack_depth={self.in_stack_depth}),"
                 f" got {tuple(x.shape)}."
             )
-        stride = self.encoder.total_stride
-        if min(x.shape[-2:]) < stride:
-            raise ValueError(f"BetaVae25D down-samples Y and X by {stride}: got too small input {tuple(x.shape)}.")
+        if tuple(x.shape[-2:]) != self.input_spatial_size:
+            raise ValueError(
+                f"BetaVae25D was built for input_spatial_size={self.input_spatial_size} (its encoder flattens the "
+                f"last feature map), got input shape {tuple(x.shape)}."
+            )
         encoded = self.encoder(x)
         recon_x = self.decoder(encoded.z)
         return SimpleNamespace(recon_x=recon_x, mean=encoded.mean, logvar=encoded.logvar, z=encoded.z)
