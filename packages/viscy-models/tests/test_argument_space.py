@@ -687,3 +687,149 @@ def test_beta_vae_monai_argument_space(cfg):
     torch.testing.assert_close(out.z, out.mean + torch.exp(0.5 * out.logvar))  # eval: no noise
     if cfg["use_sigmoid"]:
         assert ((out.recon_x >= 0) & (out.recon_x <= 1)).all()
+
+
+# ------------------------------------------------------------------ invalid combinations
+
+CNX, RES = "convnextv2_pico8_test", "resnet_pico8_test"
+VAE = dict(backbone=RES, in_channels=1, in_stack_depth=4, out_stack_depth=4, latent_dim=16, input_spatial_size=(64, 64))
+INVALID = {
+    # Unet2d
+    "unet2d-num_filters-length": (
+        lambda: Unet2d(num_blocks=2, num_filters=(8, 16)),
+        r"num_filters.*num_blocks \+ 1 = 3",
+    ),
+    "unet2d-even-kernel": (lambda: Unet2d(kernel_size=(4, 3)), r"kernel_size must be 2 odd.*\(4, 3\)"),
+    "unet2d-kernel-length": (lambda: Unet2d(kernel_size=(3, 3, 3)), r"kernel_size must be 2 odd"),
+    "unet2d-task": (lambda: Unet2d(task="cls"), r"task must be one of \['seg', 'reg'\], got 'cls'"),
+    "unet2d-num_blocks": (lambda: Unet2d(num_blocks=0), r"num_blocks must be an integer >= 1, got 0"),
+    "unet2d-num_block_layers": (lambda: Unet2d(num_block_layers=0), r"num_block_layers must be an integer >= 1"),
+    "unet2d-dropout": (lambda: Unet2d(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+    "unet2d-in_channels": (lambda: Unet2d(in_channels=0), r"in_channels must be an integer >= 1, got 0"),
+    # Unet25d
+    "unet25d-out_stack_depth": (lambda: Unet25d(in_stack_depth=3, out_stack_depth=4), r"out_stack_depth.*got 4"),
+    "unet25d-xy_kernel_size": (lambda: Unet25d(xy_kernel_size=(2, 3)), r"xy_kernel_size must be 2 odd"),
+    "unet25d-dropout": (lambda: Unet25d(dropout=0.6), r"dropout must be in \[0, 0.5\].*0.6"),
+    "unet25d-num_filters": (lambda: Unet25d(num_filters=(4, 8, 0, 8, 8)), r"num_filters.*positive"),
+    "unet25d-task": (lambda: Unet25d(task="regression"), r"task must be one of"),
+    # UNeXt2
+    "unext2-depth-not-multiple": (
+        lambda: UNeXt2(backbone=CNX, in_stack_depth=7),
+        r"in_stack_depth=7 must be a multiple",
+    ),
+    "unext2-stem-slices": (
+        lambda: UNeXt2(backbone=CNX, in_stack_depth=15),  # 3 slices do not divide the stem width 8
+        r"in_stack_depth // stem_kernel_size\[0\] = 15 // 5 = 3",
+    ),
+    "unext2-stem-xy": (
+        lambda: UNeXt2(backbone=CNX, stem_kernel_size=(5, 2, 2)),
+        r"stem_kernel_size must be \(Z, 4, 4\)",
+    ),
+    "unext2-backbone": (lambda: UNeXt2(backbone="resnet18"), r"ConvNeXt backbone, got backbone='resnet18'"),
+    "unext2-backbone-widths": (lambda: UNeXt2(backbone="test_convnext"), r"backbone='test_convnext'.*double"),
+    "unext2-decoder_mode": (lambda: UNeXt2(backbone=CNX, decoder_mode="bilinear"), r"decoder_mode must be one of"),
+    "unext2-decoder_conv_blocks": (lambda: UNeXt2(backbone=CNX, decoder_conv_blocks=0), r"decoder_conv_blocks must"),
+    "unext2-out_stack_depth": (lambda: UNeXt2(backbone=CNX, out_stack_depth=0), r"out_stack_depth must be"),
+    # FullyConvolutionalMAE
+    "fcmae-lengths": (lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16, 32)), r"encoder_blocks"),
+    "fcmae-one-stage": (lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1,), dims=(8,)), r"at least 2 stages"),
+    "fcmae-dims": (lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 24)), r"dims=\(8, 24\).*double"),
+    "fcmae-stem-xy": (
+        lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16), stem_kernel_size=(5, 4, 2)),
+        r"stem_kernel_size must be \(Z, Y, X\) with Y = X",
+    ),
+    "fcmae-depth": (
+        lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16), in_stack_depth=3),
+        r"in_stack_depth=3 is smaller than the stem's depth kernel stem_kernel_size\[0\]=5",
+    ),
+    "fcmae-dims0-slices": (
+        lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(6, 12), in_stack_depth=20),
+        r"dims\[0\]=6 must be a multiple of in_stack_depth // stem_kernel_size\[0\] = 4",
+    ),
+    "fcmae-head_conv-stem": (
+        lambda: FullyConvolutionalMAE(1, 1, (1, 1), (8, 16), stem_kernel_size=(5, 2, 2), head_conv=True),
+        r"head_conv=True up-samples by 4",
+    ),
+    "fcmae-decoder_conv_blocks": (
+        lambda: FullyConvolutionalMAE(1, 1, (1, 1), (8, 16), decoder_conv_blocks=0),
+        r"decoder_conv_blocks must be an integer >= 1",
+    ),
+    # ContrastiveEncoder
+    "contrastive-stem-slices": (
+        lambda: ContrastiveEncoder(CNX, 1, in_stack_depth=15),
+        r"3 slices from in_stack_depth=15.*do not divide the encoder's 8 input channels",
+    ),
+    "contrastive-depth": (lambda: ContrastiveEncoder(CNX, 1, in_stack_depth=3), r"in_stack_depth=3 is smaller"),
+    "contrastive-backbone": (lambda: ContrastiveEncoder("vit_tiny_patch16_224", 1, 5), r"backbone='vit_tiny"),
+    "contrastive-deep-stem": (lambda: ContrastiveEncoder("resnet18d", 1, 5), r"backbone='resnet18d'.*multi-layer stem"),
+    "contrastive-stem-length": (lambda: ContrastiveEncoder(CNX, 1, 5, stem_kernel_size=(5, 4)), r"stem_kernel_size"),
+    "contrastive-projection_dim": (lambda: ContrastiveEncoder(CNX, 1, 5, projection_dim=0), r"projection_dim must be"),
+    "contrastive-unknown": (lambda: ContrastiveEncoder("convnext_nonexistent", 1, 5), r"'convnext_nonexistent'"),
+    # ResNet3dEncoder
+    "resnet3d-embedding_dim": (lambda: ResNet3dEncoder("resnet10", embedding_dim=2048), r"set embedding_dim=512"),
+    "resnet3d-backbone": (lambda: ResNet3dEncoder("resnet11"), r"backbone must be one of .*got 'resnet11'"),
+    "resnet3d-in_channels": (lambda: ResNet3dEncoder("resnet10", in_channels=0), r"in_channels must be"),
+    # BetaVae25D
+    "vae25d-input_spatial_size": (
+        lambda: BetaVae25D(**VAE | {"input_spatial_size": (96, 64)}),
+        r"input_spatial_size=\(96, 64\).*multiples of 64",
+    ),
+    "vae25d-latent_dim": (
+        lambda: BetaVae25D(**VAE | {"latent_dim": 3, "input_spatial_size": (128, 128)}),
+        r"latent_dim=3 is smaller than the \(2, 2\) = 4 cells",
+    ),
+    "vae25d-decoder_stages": (lambda: BetaVae25D(**VAE | {"decoder_stages": 6}), r"decoder_stages=6"),
+    "vae25d-upsample_mode": (lambda: BetaVae25D(**VAE | {"upsample_mode": "nearest"}), r"upsample_mode must be one"),
+    "vae25d-norm_name": (lambda: BetaVae25D(**VAE | {"norm_name": "group"}), r"norm_name must be one of"),
+    "vae25d-backbone": (lambda: BetaVae25D(**VAE | {"backbone": "vit_tiny_patch16_224"}), r"backbone='vit_tiny"),
+    "vae25d-stem-slices": (
+        lambda: BetaVae25D(**VAE | {"in_stack_depth": 6, "stem_kernel_size": (2, 4, 4), "stem_stride": (2, 4, 4)}),
+        r"3 slices from in_stack_depth=6",
+    ),
+    "vae25d-conv_blocks": (lambda: BetaVae25D(**VAE | {"conv_blocks": 0}), r"conv_blocks must be an integer"),
+    # BetaVaeMonai
+    "monai-norm": (lambda: BetaVaeMonai(2, (1, 16, 16), 1, 4, (4, 8), (2, 2), norm="group"), r"norm must be one of"),
+    "monai-lengths": (
+        lambda: BetaVaeMonai(2, (1, 16, 16), 1, 4, (4, 8), (2,)),
+        r"channels \(4, 8\) and strides \(2,\)",
+    ),
+    "monai-in_shape": (lambda: BetaVaeMonai(2, (16, 16), 1, 4, (4, 8), (2, 2)), r"in_shape must be \(C, \*spatial\)"),
+    "monai-spatial_dims": (lambda: BetaVaeMonai(4, (1, 8, 8, 8, 8), 1, 4, (4,), (2,)), r"spatial_dims must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_combinations_name_the_argument(case):
+    make, message = INVALID[case]
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ContrastiveEncoder(CNX, 1, in_stack_depth=7, stem_kernel_size=(5, 4, 4), stem_stride=(5, 4, 4)),
+        lambda: BetaVae25D(**VAE | {"in_stack_depth": 5, "stem_kernel_size": (2, 4, 4), "stem_stride": (2, 4, 4)}),
+        lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16), in_stack_depth=7),
+    ],
+    ids=["contrastive", "vae25d", "fcmae"],
+)
+def test_stem_that_ignores_slices_warns(make):
+    """The reference accepts a depth its stem does not cover (checkpoints exist), so this warns, not raises."""
+    with pytest.warns(UserWarning, match="slices of every stack are ignored"):
+        make()
+
+
+def test_forward_rejects_wrong_inputs():
+    cases = [
+        (Unet2d(num_blocks=2), torch.randn(1, 1, 1, 10, 16), r"multiples of 4, got \(10, 16\)"),
+        (Unet25d(num_blocks=1), torch.randn(1, 1, 4, 8, 8), r"in_stack_depth=5"),
+        (UNeXt2(backbone=CNX), torch.randn(1, 1, 5, 48, 64), r"multiples of 32"),
+        (FullyConvolutionalMAE(1, 1, (1, 1), (8, 16)), torch.randn(1, 1, 5, 12, 8), r"multiples of 8"),
+        (ContrastiveEncoder(CNX, 1, 5), torch.randn(2, 1, 5, 16, 64), r"at least 32"),
+        (ResNet3dEncoder("resnet10"), torch.randn(2, 1, 16, 16), r"\(B, C, Z, Y, X\)"),
+        (BetaVaeMonai(2, (1, 16, 16), 1, 4, (4,), (2,)), torch.randn(2, 1, 8, 8), r"in_shape"),
+    ]
+    for model, x, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model.eval()(x)
