@@ -36,23 +36,28 @@ class VaeEncoder(nn.Module):
         (Z, Y, X) kernel and stride of the 3D stem.
     drop_path_rate : float
         Stochastic depth of the backbone.
+    pretrained : bool
+        Load timm's ImageNet weights into the backbone (needs network access).
     """
 
     def __init__(
         self,
-        backbone: str,
-        in_channels: int,
-        in_stack_depth: int,
-        latent_dim: int,
-        input_spatial_size: Sequence[int],
-        stem_kernel_size: Sequence[int],
-        stem_stride: Sequence[int],
-        drop_path_rate: float,
+        backbone: str = "resnet50",
+        in_channels: int = 2,
+        in_stack_depth: int = 16,
+        latent_dim: int = 1024,
+        input_spatial_size: Sequence[int] = (256, 256),
+        stem_kernel_size: Sequence[int] = (2, 4, 4),
+        stem_stride: Sequence[int] = (2, 4, 4),
+        drop_path_rate: float = 0.0,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if "convnext" not in backbone and "resnet" not in backbone:
             raise ValueError(f"BetaVae25D supports timm ResNet and ConvNeXt backbones, got backbone={backbone!r}.")
-        encoder = create_timm_backbone(backbone, pretrained=False, features_only=True, drop_path_rate=drop_path_rate)
+        encoder = create_timm_backbone(
+            backbone, pretrained=pretrained, features_only=True, drop_path_rate=drop_path_rate
+        )
         num_channels = encoder.feature_info.channels()
         # The first 2D convolution is replaced by the 3D stem (a ConvNeXt keeps its stem layer norm).
         if "convnext" in backbone:
@@ -84,36 +89,46 @@ class VaeEncoder(nn.Module):
         self.fc_logvar = nn.Linear(latent_dim, latent_dim)
 
     def forward(self, x: torch.Tensor) -> SimpleNamespace:
-        """Return ``SimpleNamespace(mean, logvar, z)``; ``z`` is sampled (in eval mode too, as the reference)."""
+        """Return ``SimpleNamespace(mean, log_covariance, z)``, the reference encoder's field names.
+
+        :class:`BetaVae25D` returns the log-variance as ``logvar``. ``z`` is sampled, in eval mode too, as in the
+        reference.
+        """
         features = self.encoder(self.stem(x))[-1]
         h = self.fc(features.flatten(1))
         mean, logvar = self.fc_mu(h), self.fc_logvar(h)
         std = torch.exp(0.5 * logvar)
         z = mean + torch.randn_like(std) * std
-        return SimpleNamespace(mean=mean, logvar=logvar, z=z)
+        return SimpleNamespace(mean=mean, log_covariance=logvar, z=z)
 
 
 class VaeDecoder(nn.Module):
     """Linear latent-to-map projection, up-sampling residual stages and a pixel-to-voxel head.
+
+    ``z`` is mapped by ``latent_reshape`` to ``latent_dim // encoder_spatial_size**2`` square maps of
+    ``encoder_spatial_size`` cells, projected by a 1x1 ``latent_proj`` to ``decoder_channels[0]``, up-sampled
+    by one stage per consecutive pair of ``decoder_channels`` and turned into a volume by the head.
 
     Parameters
     ----------
     decoder_channels : sequence of int
         Channels at the input of each stage followed by the head's input channels.
     latent_dim : int
-        Latent dimension.
-    spatial_size : sequence of int
-        (Y, X) size of the first feature map.
+        Latent dimension; at least ``encoder_spatial_size**2``.
     out_channels, out_stack_depth : int
         Output channels and Z size.
     head_expansion_ratio : int
         Width multiplier of the head's 3D convolution.
+    strides : sequence of int
+        Up-sampling factor of each stage (at least one per stage; extra entries are unused).
+    encoder_spatial_size : int
+        Side of the square first feature map.
     head_pool : bool
         Blur the head's first pixel-shuffle.
     upsample_mode : {"pixelshuffle", "deconv"}
         Up-sampling of the stages.
     conv_blocks : int
-        Residual units per stage.
+        Residual units per stage (pixelshuffle mode).
     norm_name : str
         MONAI normalisation of the residual units.
     upsample_pre_conv : "default", torch.nn.Module, bool or None
@@ -122,27 +137,30 @@ class VaeDecoder(nn.Module):
 
     def __init__(
         self,
-        decoder_channels: Sequence[int],
-        latent_dim: int,
-        spatial_size: Sequence[int],
-        out_channels: int,
-        out_stack_depth: int,
-        head_expansion_ratio: int,
-        head_pool: bool,
-        upsample_mode: Literal["pixelshuffle", "deconv"],
-        conv_blocks: int,
-        norm_name: str,
-        upsample_pre_conv: Literal["default"] | nn.Module | bool | None,
+        decoder_channels: Sequence[int] = (1024, 512, 256, 128),
+        latent_dim: int = 1024,
+        out_channels: int = 2,
+        out_stack_depth: int = 16,
+        head_expansion_ratio: int = 2,
+        strides: Sequence[int] = (2, 2, 2, 1),
+        encoder_spatial_size: int = 16,
+        head_pool: bool = False,
+        upsample_mode: Literal["pixelshuffle", "deconv"] = "pixelshuffle",
+        conv_blocks: int = 2,
+        norm_name: str = "batch",
+        upsample_pre_conv: Literal["default"] | nn.Module | bool | None = None,
     ) -> None:
         super().__init__()
-        self.spatial_size = tuple(spatial_size)
-        cells = self.spatial_size[0] * self.spatial_size[1]
-        # The latent vector is mapped to a (latent_dim // cells, h, w) map: the number of latent values is kept.
+        num_stages = len(decoder_channels) - 1
+        if len(strides) < num_stages:
+            raise ValueError(f"strides={tuple(strides)} must give one up-sampling factor per stage ({num_stages}).")
+        self.spatial_size = (encoder_spatial_size, encoder_spatial_size)
+        cells = encoder_spatial_size**2
         self.latent_channels = latent_dim // cells
         if self.latent_channels < 1:
             raise ValueError(
                 f"BetaVae25D: latent_dim={latent_dim} is smaller than the {self.spatial_size} = {cells} cells of the "
-                f"encoder's last feature map; use latent_dim >= {cells} (a multiple of it) or a smaller "
+                f"decoder's first feature map; use latent_dim >= {cells} (a multiple of it) or a smaller "
                 "input_spatial_size."
             )
         self.latent_reshape = nn.Linear(latent_dim, self.latent_channels * cells)
@@ -151,13 +169,13 @@ class VaeDecoder(nn.Module):
             VaeUpStage(
                 decoder_channels[i],
                 decoder_channels[i + 1],
-                scale_factor=2,
+                scale_factor=strides[i],
                 mode=upsample_mode,
                 conv_blocks=conv_blocks,
                 norm_name=norm_name,
                 upsample_pre_conv=upsample_pre_conv,
             )
-            for i in range(len(decoder_channels) - 1)
+            for i in range(num_stages)
         )
         self.head = PixelToVoxelHead(
             decoder_channels[-1], out_channels, out_stack_depth, head_expansion_ratio, pool=head_pool
@@ -276,14 +294,15 @@ class BetaVae25D(nn.Module):
                 "each stage's input width must be an integer (a multiple of 4 for pixel-shuffle): use fewer stages."
             )
         decoder_channels.append((out_stack_depth + 2) * in_channels * 4 * head_expansion_ratio)
-        h = self.encoder.feature_size[0]
         self.decoder = VaeDecoder(
             decoder_channels,
             latent_dim=latent_dim,
-            spatial_size=(h, h),
             out_channels=in_channels,
             out_stack_depth=out_stack_depth,
             head_expansion_ratio=head_expansion_ratio,
+            strides=[2] * decoder_stages,
+            # Square, from the Y size of the encoder's last feature map, as in the reference.
+            encoder_spatial_size=self.encoder.feature_size[0],
             head_pool=head_pool,
             upsample_mode=upsample_mode,
             conv_blocks=conv_blocks,
@@ -308,4 +327,4 @@ class BetaVae25D(nn.Module):
             )
         encoded = self.encoder(x)
         recon_x = self.decoder(encoded.z)
-        return SimpleNamespace(recon_x=recon_x, mean=encoded.mean, logvar=encoded.logvar, z=encoded.z)
+        return SimpleNamespace(recon_x=recon_x, mean=encoded.mean, logvar=encoded.log_covariance, z=encoded.z)
