@@ -612,8 +612,8 @@ def test_resnet3d_encoder_argument_space(cfg):
 # ------------------------------------------------------------------ BetaVae25D
 
 VAE25D_SIZES = {
-    "resnet_pico8_test": [(64, 64), (128, 64), (64, 128)],
-    "convnextv2_pico8_test": [(32, 32), (64, 32), (32, 96)],
+    "resnet_pico8_test": [(64, 64), (128, 64), (64, 128), (192, 64)],
+    "convnextv2_pico8_test": [(32, 32), (64, 32), (32, 96), (80, 48)],  # 80, 48: not multiples, still valid
 }
 VAE25D = grid(
     dict(
@@ -622,7 +622,7 @@ VAE25D = grid(
         stem=[(4, (2, 4, 4)), (8, (4, 4, 4)), (6, (3, 4, 4)), (2, (1, 4, 4))],
         out_stack_depth=[1, 3],
         latent_dim=[16, 36],
-        size=[0, 1, 2],
+        size=[0, 1, 2, 3],
         decoder_stages=[2, 3, 4],
         head_expansion_ratio=[1, 2],
         head_pool=[False, True],
@@ -721,10 +721,6 @@ INVALID = {
         lambda: UNeXt2(backbone=CNX, in_stack_depth=15),  # 3 slices do not divide the stem width 8
         r"in_stack_depth // stem_kernel_size\[0\] = 15 // 5 = 3",
     ),
-    "unext2-stem-xy": (
-        lambda: UNeXt2(backbone=CNX, stem_kernel_size=(5, 2, 2)),
-        r"stem_kernel_size must be \(Z, 4, 4\)",
-    ),
     "unext2-backbone": (lambda: UNeXt2(backbone="resnet18"), r"ConvNeXt backbone, got backbone='resnet18'"),
     "unext2-backbone-widths": (lambda: UNeXt2(backbone="test_convnext"), r"backbone='test_convnext'.*double"),
     "unext2-decoder_mode": (lambda: UNeXt2(backbone=CNX, decoder_mode="bilinear"), r"decoder_mode must be one of"),
@@ -734,10 +730,6 @@ INVALID = {
     "fcmae-lengths": (lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16, 32)), r"encoder_blocks"),
     "fcmae-one-stage": (lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1,), dims=(8,)), r"at least 2 stages"),
     "fcmae-dims": (lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 24)), r"dims=\(8, 24\).*double"),
-    "fcmae-stem-xy": (
-        lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16), stem_kernel_size=(5, 4, 2)),
-        r"stem_kernel_size must be \(Z, Y, X\) with Y = X",
-    ),
     "fcmae-depth": (
         lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(8, 16), in_stack_depth=3),
         r"in_stack_depth=3 is smaller than the stem's depth kernel stem_kernel_size\[0\]=5",
@@ -745,10 +737,6 @@ INVALID = {
     "fcmae-dims0-slices": (
         lambda: FullyConvolutionalMAE(1, 1, encoder_blocks=(1, 1), dims=(6, 12), in_stack_depth=20),
         r"dims\[0\]=6 must be a multiple of in_stack_depth // stem_kernel_size\[0\] = 4",
-    ),
-    "fcmae-head_conv-stem": (
-        lambda: FullyConvolutionalMAE(1, 1, (1, 1), (8, 16), stem_kernel_size=(5, 2, 2), head_conv=True),
-        r"head_conv=True up-samples by 4",
     ),
     "fcmae-decoder_conv_blocks": (
         lambda: FullyConvolutionalMAE(1, 1, (1, 1), (8, 16), decoder_conv_blocks=0),
@@ -820,9 +808,36 @@ def test_stem_that_ignores_slices_warns(make):
         make()
 
 
+def test_reference_valid_output_size_changes_warn():
+    """Configurations the reference runs although the prediction is not at the input size: warn, keep working."""
+    with pytest.warns(UserWarning, match=r"times \(4 / 2, 4 / 2\)"):
+        unext2 = UNeXt2(backbone=CNX, stem_kernel_size=(5, 2, 2))
+    assert unext2.eval()(torch.randn(1, 1, 5, 32, 48)).shape == (1, 1, 5, 64, 96)
+    with pytest.warns(UserWarning, match="head_conv=True up-samples by 4"):
+        fcmae = FullyConvolutionalMAE(1, 1, (1, 1), (8, 16), stem_kernel_size=(5, 2, 2), head_conv=True)
+    prediction, _ = fcmae.eval()(torch.randn(1, 1, 5, 16, 16))
+    assert prediction.shape == (1, 1, 5, 32, 32)
+    with pytest.warns(UserWarning, match="has Y != X"):
+        fcmae = FullyConvolutionalMAE(1, 1, (1, 1), (8, 16), stem_kernel_size=(5, 4, 2))
+    prediction, _ = fcmae.eval()(torch.randn(1, 1, 5, 32, 16))
+    assert prediction.shape == (1, 1, 5, 16, 16)  # the reference's size: Y scaled by 2 / 4
+
+
+def test_beta_vae_25d_accepts_every_size_the_reference_runs():
+    """ConvNeXt halves by flooring, so a non-multiple size can still give the feature map the reference sized fc
+    for ((80 / 4) // 8 = 2 and 20 -> 10 -> 5 -> 2); a ResNet (rounding up) cannot (96 / 4 = 24 -> ... -> 2 != 1)."""
+    vae = BetaVae25D(**VAE | {"backbone": CNX, "input_spatial_size": (80, 48)})
+    assert vae.encoder.feature_size == (2, 1) and vae.encoder.fc.in_features == 64 * 2
+    with torch.no_grad():
+        out = vae.eval()(torch.randn(1, 1, 4, 80, 48))
+    assert out.recon_x.shape == (1, 1, 4, 2 * 16 * 4, 2 * 16 * 4)
+    with pytest.raises(ValueError, match=r"input_spatial_size=\(96, 64\)"):
+        BetaVae25D(**VAE | {"input_spatial_size": (96, 64)})
+
+
 def test_forward_rejects_wrong_inputs():
     cases = [
-        (Unet2d(num_blocks=2), torch.randn(1, 1, 1, 10, 16), r"multiples of 4, got \(10, 16\)"),
+        (Unet2d(num_blocks=2, kernel_size=3), torch.randn(1, 1, 1, 10, 16), r"multiples of 4, got \(10, 16\)"),
         (Unet25d(num_blocks=1), torch.randn(1, 1, 4, 8, 8), r"in_stack_depth=5"),
         (UNeXt2(backbone=CNX), torch.randn(1, 1, 5, 48, 64), r"multiples of 32"),
         (FullyConvolutionalMAE(1, 1, (1, 1), (8, 16)), torch.randn(1, 1, 5, 12, 8), r"multiples of 8"),

@@ -24,28 +24,19 @@ def check_divisible(sizes: Sequence[int], multiple: int, model: str, axes: str) 
         raise ValueError(f"{model}: {axes} sizes must be multiples of {multiple}, got {sizes}.")
 
 
-def check_positive_int(value: object, name: str, model: str, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise a ValueError naming the argument unless it is an integer >= ``minimum``.
+def check_positive_ints(model: str, **values: object) -> None:
+    """Raise a ValueError naming the first argument in ``values`` that is not an integer >= 1.
 
     Parameters
     ----------
-    value : object
-        The argument value.
-    name : str
-        Name of the argument, for the message.
     model : str
         Name of the model, for the message.
-    minimum : int
-        Smallest allowed value.
-
-    Returns
-    -------
-    int
-        The value.
+    **values
+        The arguments to check, by name.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{model}: {name} must be an integer >= {minimum}, got {value!r}.")
-    return value
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{model}: {name} must be an integer >= 1, got {value!r}.")
 
 
 def check_choice(value: object, name: str, model: str, choices: Sequence[object]) -> None:
@@ -66,13 +57,13 @@ def check_choice(value: object, name: str, model: str, choices: Sequence[object]
         raise ValueError(f"{model}: {name} must be one of {list(choices)}, got {value!r}.")
 
 
-def check_odd_kernel(kernel_size: Sequence[int], name: str, model: str, dims: int) -> tuple[int, ...]:
-    """Return ``kernel_size`` as a tuple of ``dims`` odd positive integers, or raise a ValueError naming it.
+def check_odd_kernel(kernel_size: int | Sequence[int], name: str, model: str, dims: int) -> tuple[int, ...]:
+    """Return ``kernel_size`` (an int or ``dims`` ints) as ``dims`` odd positive integers, or raise a ValueError.
 
     Parameters
     ----------
-    kernel_size : sequence of int
-        The kernel size argument.
+    kernel_size : int or sequence of int
+        The kernel size argument; an int means the same size along every axis.
     name : str
         Name of the argument, for the message.
     model : str
@@ -85,11 +76,9 @@ def check_odd_kernel(kernel_size: Sequence[int], name: str, model: str, dims: in
     tuple of int
         The kernel size.
     """
-    if (
-        isinstance(kernel_size, int)
-        or len(kernel_size) != dims
-        or any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_size)
-    ):
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size,) * dims
+    if len(kernel_size) != dims or any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_size):
         raise ValueError(f"{model}: {name} must be {dims} odd positive integers ('same' padding), got {kernel_size!r}.")
     return tuple(int(k) for k in kernel_size)
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from viscy_models.components.backbones import create_timm_backbone
 from viscy_models.components.stems import StemDepthtoChannels
-from viscy_models.components.validation import check_positive_int
+from viscy_models.components.validation import check_positive_ints
 
 
 def projection_mlp(in_dims: int, hidden_dims: int, out_dims: int) -> nn.Sequential:
@@ -79,13 +79,13 @@ class ContrastiveEncoder(nn.Module):
     ) -> None:
         super().__init__()
         model = "ContrastiveEncoder"
-        for name, value in [
-            ("in_channels", in_channels),
-            ("in_stack_depth", in_stack_depth),
-            ("embedding_dim", embedding_dim),
-            ("projection_dim", projection_dim),
-        ]:
-            check_positive_int(value, name, model)
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            in_stack_depth=in_stack_depth,
+            embedding_dim=embedding_dim,
+            projection_dim=projection_dim,
+        )
         if "convnext" not in backbone and "resnet" not in backbone:
             raise ValueError(
                 f"ContrastiveEncoder supports timm ConvNeXt and ResNet backbones, got backbone={backbone!r}."

@@ -6,7 +6,7 @@ import torch
 from monai.networks.nets import ResNetFeatures
 from torch import nn
 
-from viscy_models.components.validation import check_positive_int
+from viscy_models.components.validation import check_positive_ints
 from viscy_models.contrastive.encoder import check_encoder_input, projection_mlp
 
 # MONAI's 3D ResNets (monai.networks.nets.ResNetFeatures).
@@ -42,8 +42,7 @@ class ResNet3dEncoder(nn.Module):
         pretrained: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in [("in_channels", in_channels), ("projection_dim", projection_dim)]:
-            check_positive_int(value, name, "ResNet3dEncoder")
+        check_positive_ints("ResNet3dEncoder", in_channels=in_channels, projection_dim=projection_dim)
         if backbone not in _BACKBONES:
             raise ValueError(f"ResNet3dEncoder: backbone must be one of {list(_BACKBONES)}, got {backbone!r}.")
         self.encoder = ResNetFeatures(backbone, pretrained=pretrained, spatial_dims=3, in_channels=in_channels)

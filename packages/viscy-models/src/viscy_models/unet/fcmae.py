@@ -17,7 +17,7 @@ from torch import nn
 
 from viscy_models.components.decoders import UNeXt2Decoder
 from viscy_models.components.heads import PixelToVoxelHead, PixelToVoxelShuffleHead
-from viscy_models.components.validation import check_divisible, check_positive_int
+from viscy_models.components.validation import check_divisible, check_positive_ints
 
 
 def generate_mask(
@@ -389,8 +389,9 @@ class FullyConvolutionalMAE(nn.Module):
     encoder_drop_path_rate : float
         Stochastic depth of every encoder block.
     stem_kernel_size : sequence of int
-        (Z, Y, X) patch size of the stem (Y = X); Y and X of the input must be multiples of
-        ``stem_kernel_size[1] * 2**(len(dims) - 1)``.
+        (Z, Y, X) patch size of the stem; Y and X of the input must be multiples of
+        ``stem_kernel_size[1] * 2**(len(dims) - 1)``. The heads up-sample by X (pixel-shuffle) or 4 (``head_conv``),
+        so a patch other than (Z, 4, 4) or with Y != X predicts at another size (a warning says so).
     in_stack_depth : int
         Input (and output) Z size; Z = 1 inputs use the stem's 2D convolution.
     decoder_conv_blocks : int
@@ -427,12 +428,15 @@ class FullyConvolutionalMAE(nn.Module):
         _check_fcmae_args(
             in_channels, out_channels, encoder_blocks, dims, stem_kernel_size, in_stack_depth, decoder_conv_blocks
         )
-        check_positive_int(head_conv_expansion_ratio, "head_conv_expansion_ratio", "FullyConvolutionalMAE")
+        check_positive_ints("FullyConvolutionalMAE", head_conv_expansion_ratio=head_conv_expansion_ratio)
         if head_conv and stem_kernel_size[-1] != 4:
-            raise ValueError(
-                "FullyConvolutionalMAE: head_conv=True up-samples by 4, so the prediction matches the input only with "
-                f"a 4-pixel stem patch; got stem_kernel_size={tuple(stem_kernel_size)}. Use head_conv=False (its "
-                "pixel-shuffle head follows the stem) or stem_kernel_size (Z, 4, 4)."
+            # Valid for the reference (it builds and runs), so a warning rather than an error.
+            warnings.warn(
+                "FullyConvolutionalMAE: head_conv=True up-samples by 4, so the prediction matches the input size only "
+                f"with a 4-pixel stem patch; got stem_kernel_size={tuple(stem_kernel_size)}, so (Y, X) is scaled by "
+                f"4 / {stem_kernel_size[-1]}. Use head_conv=False (its pixel-shuffle head follows the stem) or "
+                "stem_kernel_size (Z, 4, 4).",
+                stacklevel=2,
             )
         self.encoder = MaskedMultiscaleEncoder(
             in_channels=in_channels,
@@ -498,10 +502,13 @@ def _check_fcmae_args(
 ) -> None:
     """Raise a ValueError naming the argument for FCMAE configurations the architecture cannot build or run."""
     model = "FullyConvolutionalMAE"
-    check_positive_int(in_channels, "in_channels", model)
-    check_positive_int(out_channels, "out_channels", model)
-    check_positive_int(in_stack_depth, "in_stack_depth", model)
-    check_positive_int(decoder_conv_blocks, "decoder_conv_blocks", model)
+    check_positive_ints(
+        model,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        in_stack_depth=in_stack_depth,
+        decoder_conv_blocks=decoder_conv_blocks,
+    )
     if len(dims) < 2 or len(encoder_blocks) != len(dims) or any(n < 1 for n in encoder_blocks):
         raise ValueError(
             f"{model}: encoder_blocks {tuple(encoder_blocks)} and dims {tuple(dims)} must give at least 2 stages, "
@@ -513,8 +520,13 @@ def _check_fcmae_args(
             f"{model}: dims={tuple(dims)} must double at every stage (the decoder takes skip features of half its "
             "input width) and dims[1:] must be multiples of 4 (pixel-shuffle), e.g. (16, 32, 64, 128)."
         )
-    if len(stem_kernel_size) != 3 or stem_kernel_size[1] != stem_kernel_size[2] or min(stem_kernel_size) < 1:
-        raise ValueError(
-            f"{model}: stem_kernel_size must be (Z, Y, X) with Y = X (the head up-samples both by X), "
-            f"got {tuple(stem_kernel_size)}."
+    if len(stem_kernel_size) != 3 or min(stem_kernel_size) < 1:
+        raise ValueError(f"{model}: stem_kernel_size must be 3 positive (Z, Y, X) sizes, got {stem_kernel_size}.")
+    if stem_kernel_size[1] != stem_kernel_size[2]:
+        # Valid for the reference (it builds and runs), so a warning rather than an error.
+        warnings.warn(
+            f"{model}: stem_kernel_size={tuple(stem_kernel_size)} has Y != X, but the pixel-shuffle head up-samples "
+            f"both axes by X = {stem_kernel_size[2]}, so the prediction's Y size is the input's times "
+            f"{stem_kernel_size[2]} / {stem_kernel_size[1]}.",
+            stacklevel=3,
         )

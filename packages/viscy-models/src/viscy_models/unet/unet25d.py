@@ -12,7 +12,7 @@ from viscy_models.components.validation import (
     check_choice,
     check_divisible,
     check_odd_kernel,
-    check_positive_int,
+    check_positive_ints,
     default_filters,
 )
 
@@ -66,18 +66,21 @@ class Unet25d(nn.Module):
     ) -> None:
         super().__init__()
         model = "Unet25d"
-        check_positive_int(in_channels, "in_channels", model)
-        check_positive_int(out_channels, "out_channels", model)
-        check_positive_int(in_stack_depth, "in_stack_depth", model)
-        check_positive_int(out_stack_depth, "out_stack_depth", model)
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            in_stack_depth=in_stack_depth,
+            out_stack_depth=out_stack_depth,
+            num_blocks=num_blocks,
+            num_block_layers=num_block_layers,
+        )
         if out_stack_depth > in_stack_depth:
             raise ValueError(
                 f"Unet25d: out_stack_depth must be between 1 and in_stack_depth={in_stack_depth}, "
                 f"got {out_stack_depth}."
             )
         ky, kx = check_odd_kernel(xy_kernel_size, "xy_kernel_size", model, dims=2)
-        check_positive_int(num_blocks, "num_blocks", model)
-        check_positive_int(num_block_layers, "num_block_layers", model)
         check_choice(task, "task", model, ("seg", "reg"))
         if not 0.0 <= dropout <= 0.5:
             raise ValueError(f"Unet25d: dropout must be in [0, 0.5] (as in the reference), got {dropout!r}.")

@@ -12,7 +12,7 @@ from viscy_models.components.validation import (
     check_choice,
     check_divisible,
     check_odd_kernel,
-    check_positive_int,
+    check_positive_ints,
     default_filters,
 )
 
@@ -59,11 +59,14 @@ class Unet2d(nn.Module):
     ) -> None:
         super().__init__()
         model = "Unet2d"
-        check_positive_int(in_channels, "in_channels", model)
-        check_positive_int(out_channels, "out_channels", model)
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_blocks=num_blocks,
+            num_block_layers=num_block_layers,
+        )
         kernel_size = check_odd_kernel(kernel_size, "kernel_size", model, dims=2)
-        check_positive_int(num_blocks, "num_blocks", model)
-        check_positive_int(num_block_layers, "num_block_layers", model)
         check_choice(task, "task", model, ("seg", "reg"))
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Unet2d: dropout must be in [0, 1), got {dropout!r}.")

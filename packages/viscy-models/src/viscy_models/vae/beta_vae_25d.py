@@ -13,7 +13,7 @@ from viscy_models.components.backbones import create_timm_backbone, feature_redu
 from viscy_models.components.decoders import VaeUpStage
 from viscy_models.components.heads import PixelToVoxelHead
 from viscy_models.components.stems import StemDepthtoChannels
-from viscy_models.components.validation import check_choice, check_positive_int
+from viscy_models.components.validation import check_choice, check_positive_ints
 
 
 class VaeEncoder(nn.Module):
@@ -68,22 +68,29 @@ class VaeEncoder(nn.Module):
         self.encoder = encoder
         self.out_channels = num_channels[-1]
         sizes = tuple(int(s) for s in input_spatial_size)
-        # The backbone's own down-sampling after the replaced first convolution (8 for ConvNeXt, 16 for ResNet).
+        # The backbone's own down-sampling after the replaced first convolution: 3 (ConvNeXt) or 4 (ResNet:
+        # max-pool and stages) halvings, rounding down (ConvNeXt 2x2 convolutions) or up (ResNet, padded 3x3).
         reduction = feature_reduction(encoder, 1)
-        stem_out = [(size - k) // s + 1 for size, k, s in zip(sizes, stem_kernel_size[1:], stem_stride[1:])]
-        if (
-            len(sizes) != 2
-            or any(size < k for size, k in zip(sizes, stem_kernel_size[1:]))
-            or any(n % reduction for n in stem_out)
-        ):
+        feature_size = []
+        for size, k, s in zip(sizes, stem_kernel_size[1:], stem_stride[1:]):
+            n = (size - k) // s + 1 if size >= k else 0
+            for _ in range(reduction.bit_length() - 1):
+                n = n // 2 if "convnext" in backbone else (n + 1) // 2
+            # The reference sizes fc as (size // stride) // reduction; where the real feature map differs, its
+            # forward failed, so such a configuration has no checkpoint.
+            if n < 1 or n != size // s // reduction:
+                feature_size = None
+                break
+            feature_size.append(n)
+        if len(sizes) != 2 or feature_size is None:
             raise ValueError(
-                f"BetaVae25D: input_spatial_size={tuple(input_spatial_size)} must be two (Y, X) sizes whose stem "
-                f"output (kernel {tuple(stem_kernel_size[1:])}, stride {tuple(stem_stride[1:])}) is a multiple of "
-                f"the {backbone} stages' down-sampling {reduction}, for example multiples of "
+                f"BetaVae25D: input_spatial_size={tuple(input_spatial_size)} must be two (Y, X) sizes that the stem "
+                f"(kernel {tuple(stem_kernel_size[1:])}, stride {tuple(stem_stride[1:])}) and the {backbone} stages "
+                f"(down-sampling {reduction}) reduce to whole feature maps, for example multiples of "
                 f"{reduction * stem_stride[1]} with a non-overlapping stem."
             )
         self.input_spatial_size = sizes
-        self.feature_size = tuple(n // reduction for n in stem_out)
+        self.feature_size = tuple(feature_size)
         self.fc = nn.Linear(num_channels[-1] * self.feature_size[0] * self.feature_size[1], latent_dim)
         self.fc_mu = nn.Linear(latent_dim, latent_dim)
         self.fc_logvar = nn.Linear(latent_dim, latent_dim)
@@ -260,16 +267,16 @@ class BetaVae25D(nn.Module):
     ) -> None:
         super().__init__()
         model = "BetaVae25D"
-        for name, value in [
-            ("in_channels", in_channels),
-            ("in_stack_depth", in_stack_depth),
-            ("out_stack_depth", out_stack_depth),
-            ("latent_dim", latent_dim),
-            ("decoder_stages", decoder_stages),
-            ("head_expansion_ratio", head_expansion_ratio),
-            ("conv_blocks", conv_blocks),
-        ]:
-            check_positive_int(value, name, model)
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            in_stack_depth=in_stack_depth,
+            out_stack_depth=out_stack_depth,
+            latent_dim=latent_dim,
+            decoder_stages=decoder_stages,
+            head_expansion_ratio=head_expansion_ratio,
+            conv_blocks=conv_blocks,
+        )
         check_choice(upsample_mode, "upsample_mode", model, ("pixelshuffle", "deconv"))
         check_choice(norm_name, "norm_name", model, ("batch", "instance"))
         self.encoder = VaeEncoder(
