@@ -77,7 +77,9 @@ class Built:
 
 
 def _uv() -> list[str]:
-    """Return the command that runs uv here (``uv`` on PATH, else ``python -m uv``)."""
+    """Return the command that runs uv (``$UV``, which ``uv run`` sets; ``uv`` on PATH; ``python -m uv``)."""
+    if os.environ.get("UV") and Path(os.environ["UV"]).is_file():
+        return [os.environ["UV"]]
     if shutil.which("uv") and subprocess.run(["uv", "--version"], capture_output=True).returncode == 0:
         return ["uv"]
     return [sys.executable, "-m", "uv"]
