@@ -192,7 +192,7 @@ def _parameter_docs(cls) -> dict[str, tuple[str, str]]:
 
     out: dict[str, tuple[str, str]] = {}
     for klass in cls.__mro__:
-        if not klass.__module__.split(".")[0] in PACKAGES:
+        if klass.__module__.split(".")[0] not in PACKAGES:
             continue
         doc = griffe.Docstring(klass.__doc__ or "", parser="numpy")
         for section in doc.parse(warnings=False):
