@@ -30,7 +30,6 @@ import glob
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -314,6 +313,8 @@ def _export_constraints(path: Path) -> None:
 
 def _children_cpu() -> float:
     """CPU seconds used so far by finished child processes (a fair measure on a shared machine)."""
+    import resource  # POSIX only, like the workflows that run this
+
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
