@@ -17,9 +17,9 @@ ranges such as ``viscy-data>=0.1,<0.2``. Versions from real tags are tested by
 The smoke install is what catches a dependency missing from a distribution's metadata: each wheel is
 installed *alone* (its internal dependencies from the wheels just built, everything else pinned to
 ``uv.lock`` so the uv cache supplies it and no torch is downloaded again), then every public name
-(``__all__``) is imported. A name that needs an extra must fail with an ``ImportError`` naming the
-extra (``pip install "viscy-data[triplet]"``); any other failure is an error. A second venv with every
-extra installed must import every name.
+(``__all__``) and every public submodule is imported. One that needs an extra must fail with an
+``ImportError`` naming the extra (``pip install "viscy-data[triplet]"``); any other failure is an
+error. A second venv with every extra installed must import everything.
 """
 
 from __future__ import annotations
@@ -279,9 +279,23 @@ def check(out: Path, *, tag: str | None = None, require_sdist: bool = True) -> l
 
 
 #: run inside a fresh venv with arguments ``module:names`` or ``module:import``: import each module
-#: (and, for ``names``, every name of its ``__all__``); print one JSON report per module
+#: (and, for ``names``, every name of its ``__all__`` and every public submodule); print one JSON
+#: report per module. An ImportError that names an extra (``pip install "pkg[extra]"``) is expected
+#: without that extra; any other failure is an error.
 _PROBE = r"""
-import importlib, json, sys, traceback
+import importlib, json, pkgutil, sys, traceback
+
+def attempt(report, key, load):
+    try:
+        load()
+    except ImportError as err:
+        named = "[" in str(err) and "pip install" in str(err)
+        (report["extra"] if named else report["error"])[key] = str(err)
+    except Exception:
+        report["error"][key] = traceback.format_exc(limit=3)
+    else:
+        report["ok"].append(key)
+
 for arg in sys.argv[1:]:
     module_name, mode = arg.split(":")
     report = {"module": module_name, "ok": [], "extra": {}, "error": {}}
@@ -290,16 +304,12 @@ for arg in sys.argv[1:]:
     except Exception:
         report["error"]["<import>"] = traceback.format_exc(limit=3)
     else:
-        for name in getattr(module, "__all__", []) if mode == "names" else []:
-            try:
-                getattr(module, name)
-            except ImportError as err:
-                named = "[" in str(err) and "pip install" in str(err)
-                (report["extra"] if named else report["error"])[name] = str(err)
-            except Exception:
-                report["error"][name] = traceback.format_exc(limit=3)
-            else:
-                report["ok"].append(name)
+        if mode == "names":
+            for name in getattr(module, "__all__", []):
+                attempt(report, name, lambda: getattr(module, name))
+            for info in pkgutil.walk_packages(module.__path__, module_name + ".", onerror=lambda _: None):
+                if not any(part.startswith("_") for part in info.name.split(".")):
+                    attempt(report, info.name, lambda: importlib.import_module(info.name))
     print(json.dumps(report), flush=True)
 """
 
@@ -413,7 +423,11 @@ def _probe(vpy, venv, member, label, all_members, built, env, cwd) -> list[str]:
             for name, err in report["extra"].items():
                 problems.append(f"{member.name} ({label}): {module}.{name} still needs an extra: {err}")
         elif report["extra"]:
-            print(f"    {module}: {len(report['ok'])} names import, {len(report['extra'])} need an extra", flush=True)
+            print(
+                f"    {module}: {len(report['ok'])} names and modules import, {len(report['extra'])} need an extra: "
+                f"{', '.join(sorted(report['extra']))}",
+                flush=True,
+            )
     bindir = Path(vpy).parent
     for script in member.scripts:
         result = subprocess.run([str(bindir / script), "--help"], capture_output=True, text=True, env=env, cwd=cwd)

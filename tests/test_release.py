@@ -167,3 +167,35 @@ def test_tag_pattern_of_every_pyproject():
             assert not pattern.match(f"{other}-v0.1.0"), (member.name, other)
         for bad in [f"{member.name}-0.1.0", f"{member.name}-v0.1", f"{member.name}-v0.1.0-extra", "v0.1.0"]:
             assert not pattern.match(bad), (member.name, bad)
+
+
+def test_install_probe_tells_a_missing_extra_from_a_missing_dependency(tmp_path):
+    """The probe run in each fresh venv: an ImportError naming the extra is expected, others are errors."""
+    import json
+
+    pkg = tmp_path / "fakepkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        "__all__ = ['fine', 'needs_extra', 'broken']\n"
+        "fine = 1\n"
+        "def __getattr__(name):\n"
+        "    if name == 'needs_extra':\n"
+        "        raise ImportError('tensorstore is required: pip install \"fakepkg[triplet]\"')\n"
+        "    if name == 'broken':\n"
+        "        import a_module_nobody_declared  # noqa: F401\n"
+        "    raise AttributeError(name)\n"
+    )
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "plotting.py").write_text("import another_undeclared_module  # noqa: F401\n")
+    (pkg / "_private.py").write_text("raise RuntimeError('private modules are not imported')\n")
+    result = subprocess.run(
+        [sys.executable, "-c", release._PROBE, "fakepkg:names"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] == ["fine", "fakepkg.sub"]
+    assert set(report["extra"]) == {"needs_extra"}
+    assert set(report["error"]) == {"broken", "fakepkg.sub.plotting"}
