@@ -299,16 +299,13 @@ def score(features: np.ndarray, cells: pd.DataFrame, seed: int = 0) -> dict[str,
     return {k: round(float(v), 4) for k, v in result.items()}
 
 
-def baseline_features(config: dict) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Raw pixels and disc intensity statistics of the very patches the encoder embeds."""
-    from jsonargparse import ArgumentParser
+def baseline_features(datamodule) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Raw pixels and disc intensity statistics of the very patches the encoder embeds.
 
-    from dynaclr.datamodule import MultiExperimentDataModule
+    ``datamodule`` is the one a ``dynaclr predict`` run used (its reader, normalisation and crop).
+    """
     from dynaclr.evaluation.baselines import cell_patches, disc_intensity_features
 
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(MultiExperimentDataModule, "data")
-    datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
     patches = cell_patches(datamodule)
     features = {
         "raw_pixels": patches.images.reshape(len(patches.images), -1),
@@ -388,14 +385,14 @@ def run(
             predict = predict_config(config, prepared.experiments_all, store, ckpt, log_dir)
             path = write_yaml(predict, output_dir / "configs" / f"predict_{tag}_seed{seed}.yml")
             echo(f"      $ dynaclr predict -c {path}")
-            run_cli(["predict", "-c", str(path)], prog="dynaclr")
+            predicted = run_cli(["predict", "-c", str(path)], prog="dynaclr")
             adata = anndata.read_zarr(store)
             cells = labelled(adata.obs.reset_index(drop=True), prepared.truth)
             methods[label].append({"seed": seed, **score(np.asarray(adata.X), cells, seed)})
             echo(f"      {label}: {methods[label][-1]}")
 
     echo("[5/5] Baselines on the same patches: raw-pixel probe, intensity statistics in nucleus/cell discs")
-    features, index = baseline_features(predict_config(config, prepared.experiments_all, Path("unused"), None, Path()))
+    features, index = baseline_features(predicted.datamodule)
     cells = labelled(index, prepared.truth)
     methods["raw-pixel linear probe"] = [score(features["raw_pixels"], cells)]
     methods["disc intensity features"] = [score(features["disc_intensity"], cells)]
