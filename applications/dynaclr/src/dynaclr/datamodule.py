@@ -6,18 +6,17 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from monai.data import ThreadDataLoader
-from monai.transforms import Compose, MapTransform
-from torch import Tensor
+from monai.transforms import MapTransform
 from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
 
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
-from viscy_data._utils import thread_worker_loader
 from viscy_data.channel_dropout import ChannelDropout
+from viscy_data.device_transforms import DeviceTransformMixin, DeviceTransforms
+from viscy_data.loading import thread_worker_loader
 from viscy_data.sampler import FlexibleBatchSampler
 
 __all__ = ["MultiExperimentDataModule"]
@@ -27,31 +26,6 @@ _logger = logging.getLogger(__name__)
 
 def _identity(batch: Any) -> Any:
     return batch
-
-
-def _collate_common(metas: Sequence[Any]) -> Any:
-    """Stack per-sample statistics into ``(B,)`` tensors, keeping only keys every sample has.
-
-    Experiments mixed in one batch may carry different levels (e.g. only some have
-    ``timepoint_statistics``); a level missing from one sample cannot be used for the batch.
-    """
-    first = metas[0]
-    if isinstance(first, dict):
-        keys = [k for k in first if all(isinstance(m, dict) and k in m for m in metas)]
-        return {k: _collate_common([m[k] for m in metas]) for k in keys}
-    return torch.stack([torch.as_tensor(m) for m in metas])
-
-
-def _collate_norm_meta(metas: Sequence[dict | None]) -> dict | None:
-    missing = sum(m is None for m in metas)
-    if missing == len(metas):
-        return None
-    if missing:
-        raise ValueError(
-            f"{missing} of {len(metas)} samples in the batch have no normalisation metadata; "
-            "compute it for every FOV of every experiment (viscy preprocess)"
-        )
-    return _collate_common(metas)
 
 
 class _EpochFollowingBatchSampler(FlexibleBatchSampler):
@@ -73,7 +47,7 @@ class _EpochFollowingBatchSampler(FlexibleBatchSampler):
         return super().__iter__()
 
 
-class MultiExperimentDataModule(LightningDataModule):
+class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
     """Anchors/positives from several experiments with composable batch sampling.
 
     Parameters
@@ -197,8 +171,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.train_dataset: MultiExperimentTripletDataset | None = None
         self.val_dataset: MultiExperimentTripletDataset | None = None
         self.predict_dataset: MultiExperimentTripletDataset | None = None
-        self._train_transform: Compose | None = None
-        self._val_transform: Compose | None = None
+        self.device_transforms: DeviceTransforms | None = None
 
     # ------------------------------------------------------------------ setup
     def _subset(self, registry: ExperimentRegistry, names: Sequence[str]) -> ExperimentRegistry:
@@ -227,10 +200,12 @@ temporal_global_fraction, experiment_weights, condition_ratio
         )
 
     def _build_transforms(self, n_channels: int) -> None:
-        keys = [f"ch_{i}" for i in range(n_channels)]
-        self._channel_keys = keys
-        self._train_transform = Compose([*self.normalizations, *self.augmentations])
-        self._val_transform = Compose(list(self.normalizations))
+        self.device_transforms = DeviceTransforms(
+            [f"ch_{i}" for i in range(n_channels)],
+            self.normalizations,
+            self.augmentations,
+            final_size=(-1, *self.final_yx_patch_size),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Build registries, indices and datasets for ``fit`` (train/val split) or ``predict``."""
@@ -322,46 +297,19 @@ temporal_global_fraction, experiment_weights, condition_ratio
         """Every observation of the predicted experiments, in order, with ``index`` metadata."""
         return self._loader(self.predict_dataset, self._sequential(self.predict_dataset))
 
-    # ------------------------------------------------------------------ GPU pipeline
-    def _crop(self, x: Tensor) -> Tensor:
-        fy, fx = self.final_yx_patch_size
-        y, xx = x.shape[-2:]
-        if fy > y or fx > xx:
-            raise ValueError(f"final_yx_patch_size {self.final_yx_patch_size} exceeds the patch size {(y, xx)}")
-        y0, x0 = (y - fy) // 2, (xx - fx) // 2
-        return x[..., y0 : y0 + fy, x0 : x0 + fx]
-
-    def _apply(self, transform: Compose, images: Tensor, norm_meta: list | None) -> Tensor:
-        sample: dict[str, Any] = {k: images[:, i : i + 1] for i, k in enumerate(self._channel_keys)}
-        collated = _collate_norm_meta(norm_meta) if norm_meta is not None else None
-        if collated is not None:
-            sample["norm_meta"] = collated
-        out = transform(sample)
-        # crop the channels before concatenating them: the copy is of the final patches only
-        return torch.cat([self._crop(out[k]) for k in self._channel_keys], dim=1)
+    # ------------------------------------------------------------------ device transforms
+    #: without a trainer batches are treated as validation batches (no augmentation, no dropout)
+    stage_without_trainer = "validate"
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Normalise, augment (training only), centre-crop and channel-drop (training only)."""
-        if isinstance(batch, Tensor):
-            return batch
-        if self._train_transform is None:
-            first = batch.get("anchor")
-            self._build_transforms(first.shape[1])
-        trainer = self.trainer
-        training = trainer is not None and trainer.training and not trainer.sanity_checking
-        transform = self._train_transform if training else self._val_transform
-        for key in ("anchor", "positive", "negative"):
-            if key not in batch:
-                continue
-            images = batch[key]
-            norm_meta = batch.pop(f"{key}_norm_meta", None)
-            if norm_meta is not None and all(m is None for m in norm_meta):
-                norm_meta = None
-            if len(transform.transforms):
-                batch[key] = self._apply(transform, images, norm_meta)
-            else:
-                batch[key] = self._crop(images)
-        if training:
+        """Normalise, augment (training only), centre-crop, then channel-drop (training only)."""
+        if self.device_transforms is None and isinstance(batch, dict) and "anchor" in batch:
+            self._build_transforms(batch["anchor"].shape[1])  # transferred before setup()
+        return super().on_after_batch_transfer(batch, dataloader_idx)
+
+    def after_device_transforms(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+        """Channel dropout on ``anchor`` and ``positive`` of training batches."""
+        if stage == "train":
             self.channel_dropout.train()
             for key in ("anchor", "positive"):
                 if key in batch:
