@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,14 +76,18 @@ class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
 temporal_global_fraction, experiment_weights, condition_ratio
         Sampling axes, see :class:`viscy_data.sampler.FlexibleBatchSampler`.
     channel_dropout_channels : list[int] or None
-        Input positions that channel dropout may blank (None: ``[1]``).
+        Input positions that channel dropout may blank. None: ``[1]`` (the second, fluorescence
+        channel) when the experiments have two or more source channels, none with a single channel.
+        Positions beyond the source channels fail at ``setup``.
     channel_dropout_prob : float
         Probability of channel dropout, applied to training batches only.
     normalizations, augmentations : list[MapTransform] or None
         Batched dictionary transforms on generic channel keys ``ch_0 ... ch_<n-1>``; training uses
         normalizations + augmentations, validation and prediction only normalizations.
     hcl_beta : float
-        Informational (the loss is configured on the model).
+        The hard-negative concentration the configuration expects. The loss owns the value
+        (``NTXentHCL(beta=...)`` on the model); at ``setup`` a model whose loss has a different
+        ``beta`` gets a warning naming both, so the two settings cannot silently disagree.
     cache_pool_bytes : int
         Tensorstore chunk cache size.
     seed : int
@@ -99,6 +105,15 @@ temporal_global_fraction, experiment_weights, condition_ratio
     -----
     Use ``use_distributed_sampler: false`` in the trainer: ranks and world size are read from the
     trainer and every rank gets the same number of disjoint batches.
+
+    When the model's loss takes explicit negatives (``model.uses_ntxent`` is False, e.g.
+    ``TripletMarginLoss``), training and validation batches carry a ``negative`` too (see
+    :class:`~dynaclr.dataset.MultiExperimentTripletDataset`).
+
+    Arguments that do not fit the data fail at ``setup``, before training, with a message naming the
+    argument: ``final_yx_patch_size`` larger than ``yx_patch_size``, ``channel_dropout_channels``
+    beyond the source channels, transforms keyed on missing channels, fewer valid anchors than
+    ``batch_size``, or a ``tau_range`` that leaves no anchor with a positive.
     """
 
     def __init__(
@@ -156,6 +171,13 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.temporal_global_fraction = temporal_global_fraction
         self.experiment_weights = experiment_weights
         self.condition_ratio = condition_ratio
+        if any(f > p for f, p in zip(final_yx_patch_size, yx_patch_size)):
+            raise ValueError(
+                f"final_yx_patch_size {tuple(final_yx_patch_size)} exceeds yx_patch_size {tuple(yx_patch_size)}; "
+                "the final patch is a centre crop of the read patch"
+            )
+        # None adapts to the number of source channels at setup (see _resolve_channel_dropout)
+        self._default_dropout_channels = channel_dropout_channels is None
         self.channel_dropout_channels = [1] if channel_dropout_channels is None else list(channel_dropout_channels)
         self.channel_dropout_prob = channel_dropout_prob
         self.normalizations = list(normalizations or [])
@@ -180,6 +202,54 @@ temporal_global_fraction, experiment_weights, condition_ratio
             zero_fill_missing_channels=registry.zero_fill_missing_channels,
         )
 
+    def _model(self) -> Any:
+        trainer = self.trainer
+        return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
+    def _needs_negatives(self) -> bool:
+        """Whether the attached model's loss takes explicit negatives (not NT-Xent)."""
+        return getattr(self._model(), "uses_ntxent", True) is False
+
+    def _check_hcl_beta(self) -> None:
+        loss = getattr(self._model(), "loss_function", None)
+        beta = getattr(loss, "beta", None)
+        if isinstance(beta, (int, float)) and not math.isclose(float(beta), float(self.hcl_beta)):
+            warnings.warn(
+                f"data.hcl_beta={self.hcl_beta} differs from the model's loss {type(loss).__name__}(beta={beta}); "
+                "the loss's beta is used. Set the same value in both places (model.loss_function beta).",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _resolve_channel_dropout(self, n_channels: int) -> None:
+        """Fit the channel dropout to ``n_channels`` source channels, or fail naming the argument."""
+        if self._default_dropout_channels:
+            channels = [1] if n_channels >= 2 else []
+        else:
+            channels = list(self.channel_dropout_channels)
+            bad = [c for c in channels if not 0 <= c < n_channels]
+            if bad:
+                raise ValueError(
+                    f"channel_dropout_channels {channels} names position(s) {bad}, but the experiments have "
+                    f"{n_channels} source channel(s) (positions 0..{n_channels - 1}); set channel_dropout_channels"
+                )
+        self.channel_dropout_channels = channels
+        self.channel_dropout.channels = list(channels)
+
+    def _check_fit_dataset(self, dataset: MultiExperimentTripletDataset, split: str) -> None:
+        index = dataset.index
+        if len(dataset) == 0 and len(index.tracks):
+            frames = {e.name: index.tau_frames[e.name] for e in index.registry.experiments}
+            raise ValueError(
+                f"no {split} observation has a positive within tau_range={self.tau_range} hours "
+                f"(frame offsets per experiment {frames}; 0 is never used): widen tau_range"
+            )
+        if split == "train" and len(dataset) < self.batch_size:
+            raise ValueError(
+                f"the training experiments have {len(dataset)} valid anchors, fewer than batch_size="
+                f"{self.batch_size}: no full batch can be drawn; set batch_size <= {len(dataset)}"
+            )
+
     def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
         index = MultiExperimentIndex(
             registry,
@@ -195,6 +265,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
             fit=fit,
             tau_range_hours=self.tau_range if fit else None,
             tau_decay_rate=self.tau_decay_rate,
+            return_negative=fit and self._needs_negatives(),
             cache_pool_bytes=self.cache_pool_bytes,
             seed=self.seed,
         )
@@ -227,10 +298,15 @@ temporal_global_fraction, experiment_weights, condition_ratio
         train_names = [n for n in names if n not in self.val_experiments]
         if not train_names:
             raise ValueError(f"No training experiments remaining after splitting off val_experiments {unknown}")
+        self._resolve_channel_dropout(registry.num_source_channels)
+        self._check_hcl_beta()
         self.train_dataset = self._dataset(self._subset(registry, train_names), fit=True)
         self.train_dataset.rank = self._rank_world()[0]
+        if stage in (None, "fit"):
+            self._check_fit_dataset(self.train_dataset, "train")
         if self.val_experiments:
             self.val_dataset = self._dataset(self._subset(registry, self.val_experiments), fit=True)
+            self._check_fit_dataset(self.val_dataset, "validation")
         else:
             _logger.warning("No val_experiments: validation is disabled")
         _logger.info(
