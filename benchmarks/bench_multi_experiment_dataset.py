@@ -11,7 +11,7 @@ the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`).
 
 from viscy_utils.cpu_runtime import tune_cpu_runtime
 
-tune_cpu_runtime()  # before torch is imported, as the command line does
+tune_cpu_runtime()  # before torch is imported, as `dynaclr fit --tune_cpu` does
 
 import tempfile
 import time

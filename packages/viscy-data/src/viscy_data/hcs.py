@@ -222,10 +222,22 @@ class HCSDataModule(LightningDataModule):
         n_train = int(n * self.split_ratio)
         return order[:n_train], order[n_train:]
 
+    def _check_patch_size(self, positions: Sequence[Position]) -> None:
+        """Fail, naming yx_patch_size, when a patch is larger than an image (the crop would be smaller)."""
+        small = [(fov_name(p), p[self.array_key].height, p[self.array_key].width) for p in positions]
+        small = [s for s in small if s[1] < self.yx_patch_size[0] or s[2] < self.yx_patch_size[1]]
+        if small:
+            name, height, width = small[0]
+            raise ValueError(
+                f"yx_patch_size {self.yx_patch_size} is larger than FOV '{name}' ({height}, {width})"
+                f"{f' and {len(small) - 1} other FOV(s)' if len(small) > 1 else ''}: reduce yx_patch_size"
+            )
+
     def _setup_fit(self) -> None:
         plate = self._open()
         positions = [p for _, p in plate.positions()]
         self._check_norm_meta(positions)
+        self._check_patch_size(positions)
         z_train = self._inspect_augmentations()
         train_idx, val_idx = self._split(len(positions))
         if not train_idx or not val_idx:

@@ -132,7 +132,10 @@ class TripletDataset(Dataset):
             pairs = pd.DataFrame({"fov_name": include_fov_names or [], "track_id": include_track_ids or []})
             self.tracks = self.tracks.merge(pairs, on=["fov_name", "track_id"]).reset_index(drop=True)
         if self.tracks.empty:
-            raise ValueError("no tracked cell is far enough from the borders for the patch size (or selected)")
+            raise ValueError(
+                f"no tracked cell is far enough from the borders for initial_yx_patch_size {self.yx_patch_size} "
+                "(or selected with predict_cells): reduce initial_yx_patch_size"
+            )
         self.valid_anchors = self._filter_anchors(self.tracks)
         # row lookup by (track, time) and rows per time, for positives and negatives
         self._row_of = pd.Series(
@@ -156,7 +159,8 @@ class TripletDataset(Dataset):
                 raise ValueError(f"z_range {self.z_range} exceeds the {image.slices} Z slices of FOV '{name}'")
             if h > image.height or w > image.width:
                 raise ValueError(
-                    f"patch size {self.yx_patch_size} is larger than FOV '{name}' ({image.height}, {image.width})"
+                    f"initial_yx_patch_size {self.yx_patch_size} is larger than FOV '{name}' "
+                    f"({image.height}, {image.width}): reduce initial_yx_patch_size"
                 )
             y, x = table["y"].to_numpy(), table["x"].to_numpy()
             keep = (y > h / 2) & (y < image.height - h / 2) & (x > w / 2) & (x < image.width - w / 2)
@@ -407,6 +411,12 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             raise ValueError(f"split_ratio={self.split_ratio} of {len(positions)} FOVs leaves an empty split")
         self.train_dataset = self._dataset([positions[i] for i in train_idx], fit=True)
         self.val_dataset = self._dataset([positions[i] for i in val_idx], fit=True)
+        if stage == "fit" and len(self.train_dataset) < self.batch_size:
+            # the training loader drops the incomplete batch: fewer anchors than a batch would train on nothing
+            raise ValueError(
+                f"the training FOVs have {len(self.train_dataset)} anchors, fewer than batch_size={self.batch_size}: "
+                f"set batch_size <= {len(self.train_dataset)}"
+            )
 
     def _loader(self, dataset: TripletDataset, shuffle: bool) -> ThreadDataLoader:
         kwargs: dict[str, Any] = {}
