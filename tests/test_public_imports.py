@@ -9,7 +9,6 @@ can change its internals without breaking users. Checked by scanning the source 
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 from pathlib import Path
 
@@ -28,31 +27,16 @@ def _is_private(name: str) -> bool:
 
 def private_cross_package_imports(package: str, path: Path) -> list[tuple[int, str]]:
     """Return ``(line, imported name)`` for each import of another project package's private name."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
-
-    def check(line: int, module: str, names: tuple[str, ...] = ()) -> None:
+    for line, module, names in _layering.imported_modules(path):
         parts = module.split(".")
         if parts[0] not in PROJECT_PACKAGES or parts[0] == package:
-            return
-        if any(_is_private(p) for p in parts[1:]) or any(_is_private(n) for n in names):
-            found.append((line, ".".join([module, *names]) if names else module))
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                check(node.lineno, alias.name)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            for alias in node.names:
-                check(node.lineno, node.module, (alias.name,))
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            check(node.lineno, node.args[0].value)
+            continue
+        private_names = [n for n in names if _is_private(n)]
+        if any(_is_private(p) for p in parts[1:]):
+            found.append((line, module))
+        elif private_names:
+            found.extend((line, f"{module}.{n}") for n in private_names)
     return found
 
 

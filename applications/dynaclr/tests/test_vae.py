@@ -184,15 +184,7 @@ def test_reconstruction_grid_follows_the_logging_arguments(
     data = [{"anchor": torch.randn(1, 2, 4, 4), "index": {"fov_name": "A/1/0", "id": i}} for i in range(4)]
     loader = torch.utils.data.DataLoader(data, batch_size=2)  # two batches of two
     module = BetaVaeModule(vae_cls(), log_batches_per_epoch=batches, log_samples_per_batch=samples)
-    Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=recording_logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    ).fit(module, loader)
+    quiet = dict.fromkeys(("enable_checkpointing", "enable_progress_bar", "enable_model_summary"), False)
+    Trainer(accelerator="cpu", max_epochs=1, logger=recording_logger, limit_val_batches=0, **quiet).fit(module, loader)
     assert drawn == ([rows] if rows else [])
     assert recording_logger.experiment.tags("add_image") == (["train_reconstructions"] if rows else [])

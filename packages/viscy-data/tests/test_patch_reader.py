@@ -138,3 +138,15 @@ def test_pickled_reader_reopens_and_reads_the_same(plate):
     clone = pickle.loads(pickle.dumps(reader))
     assert all(h is None for h in clone._handles)
     assert torch.equal(clone.read([1, 0], [2, 1], [3, 12], [4, 17]), before)
+
+
+def test_missing_tensorstore_names_the_user_and_the_extra(plate, monkeypatch):
+    import sys
+
+    from viscy_data.patch_reader import require_tensorstore
+
+    monkeypatch.setitem(sys.modules, "tensorstore", None)
+    with pytest.raises(ImportError, match=r"tensorstore is required for TripletDataset.*viscy-data\[triplet\]"):
+        require_tensorstore("TripletDataset")
+    with pytest.raises(ImportError, match="required for PatchReader"):
+        PatchReader([FovArray.from_position(plate[0])], ["GFP"], (4, 4), (0, 1))

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from dynaclr.index import MultiExperimentIndex
 from viscy_data import INDEX_COLUMNS
 from viscy_data.norm_meta import read_norm_meta, select_timepoint
-from viscy_data.patch_reader import FovArray, PatchReader
+from viscy_data.patch_reader import FovArray, PatchReader, require_tensorstore
 
 __all__ = ["MultiExperimentTripletDataset"]
 
@@ -67,6 +67,7 @@ class MultiExperimentTripletDataset(Dataset):
         cache_pool_bytes: int = 0,
         seed: int = 0,
     ) -> None:
+        require_tensorstore("MultiExperimentTripletDataset")
         if fit and tau_range_hours is not None and tuple(map(float, tau_range_hours)) != index.tau_range_hours:
             raise ValueError(
                 f"tau_range_hours={tuple(tau_range_hours)} differs from the index's {index.tau_range_hours}; "

@@ -41,13 +41,15 @@ __all__ = [
     "array_spec",
     "default_data_copy_concurrency",
     "open_array",
+    "require_tensorstore",
     "tensorstore_context",
 ]
 
 _INSTALL_HINT = "pip install 'viscy-data[triplet]'"
 
 
-def _tensorstore(user: str = "PatchReader") -> Any:
+def require_tensorstore(user: str = "PatchReader") -> Any:
+    """Import tensorstore, or raise an ``ImportError`` naming ``user`` and the ``triplet`` extra."""
     try:
         import tensorstore
     except ImportError as err:
@@ -107,7 +109,7 @@ def tensorstore_context(cache_pool_bytes: int = 0, data_copy_concurrency: int | 
         _CACHE.check_pid()
         context = _CACHE.contexts.get(key)
         if context is None:
-            ts = _tensorstore()
+            ts = require_tensorstore()
             context = ts.Context(
                 {"cache_pool": {"total_bytes_limit": key[0]}, "data_copy_concurrency": {"limit": key[1]}}
             )
@@ -162,7 +164,7 @@ def open_array(path: str | Path, cache_pool_bytes: int = 0, data_copy_concurrenc
     if handle is not None:
         return handle
     context = tensorstore_context(cache_bytes, concurrency)
-    handle = _tensorstore().open(array_spec(path), read=True, context=context).result()
+    handle = require_tensorstore().open(array_spec(path), read=True, context=context).result()
     if handle.rank != 5:
         raise ValueError(f"{path}: expected a 5-D (T, C, Z, Y, X) image array, got shape {tuple(handle.shape)}")
     with _CACHE.lock:
@@ -276,7 +278,7 @@ class PatchReader:
         cache_pool_bytes: int = 0,
         data_copy_concurrency: int | None = None,
     ) -> None:
-        _tensorstore()
+        require_tensorstore()
         self.arrays = list(arrays)
         per_fov = bool(channels) and not isinstance(channels[0], str) and channels[0] is not None
         channel_lists = [list(c) for c in channels] if per_fov else [list(channels)] * len(self.arrays)
@@ -369,7 +371,7 @@ class PatchReader:
             raise ValueError("out must be contiguous")
         if n == 0:
             return out
-        dest = _tensorstore().array(out.numpy(), copy=False, write=True)
+        dest = require_tensorstore().array(out.numpy(), copy=False, write=True)
         h, w = self.yx_patch_size
         pending = []
         for k, (f, tk, zk, yk, xk) in enumerate(zip(fov.tolist(), t.tolist(), z0.tolist(), y0.tolist(), x0.tolist())):

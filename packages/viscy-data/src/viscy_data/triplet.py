@@ -22,7 +22,7 @@ from viscy_data.device_transforms import DeviceTransformMixin, DeviceTransforms
 from viscy_data.hcs import HCSDataModule
 from viscy_data.loading import thread_worker_loader
 from viscy_data.norm_meta import select_timepoint
-from viscy_data.patch_reader import FovArray, PatchReader
+from viscy_data.patch_reader import FovArray, PatchReader, require_tensorstore
 from viscy_data.select import _select_fovs
 
 try:
@@ -41,13 +41,9 @@ PREDICT_COLUMNS = ("id", "parent_track_id", "parent_id")
 
 
 def _require_extras(name: str) -> None:
-    hint = "Install with: pip install 'viscy-data[triplet]'"
     if pd is None:
-        raise ImportError(f"pandas is required for {name}. {hint}")
-    try:
-        import tensorstore  # noqa: F401  (used through viscy_data.patch_reader)
-    except ImportError as err:
-        raise ImportError(f"tensorstore is required for {name}. {hint}") from err
+        raise ImportError(f"pandas is required for {name}. Install with: pip install 'viscy-data[triplet]'")
+    require_tensorstore(name)
 
 
 class TripletDataset(Dataset):

@@ -55,18 +55,11 @@ TUNE_CPU_ENV = "VISCY_TUNE_CPU"
 
 
 def split_tune_cpu(args: Sequence[str]) -> tuple[bool, list[str]]:
-    """Whether the CPU runtime tuning was asked for, and the arguments without the switch.
+    """Tell whether the CPU runtime tuning was asked for; return it with the arguments minus the switch.
 
-    Parameters
-    ----------
-    args : sequence of str
-        Command-line arguments without the program name.
-
-    Returns
-    -------
-    tuple of (bool, list of str)
-        ``True`` when :data:`TUNE_CPU_FLAGS` is on the line or :data:`TUNE_CPU_ENV` is set to a true
-        value; the remaining arguments, for Lightning.
+    The switch (:data:`TUNE_CPU_FLAGS`) may stand anywhere in ``args`` (the command line without the
+    program name); :data:`TUNE_CPU_ENV` set to a true value asks for the tuning as well. The remaining
+    arguments are what Lightning parses.
     """
     tokens = list(args)
     remaining = [t for t in tokens if t not in TUNE_CPU_FLAGS]
