@@ -91,6 +91,7 @@ class MultiExperimentTripletDataset(Dataset):
         self._y0 = np.floor(tracks["y_clamp"].to_numpy()).astype(np.int64) - ph // 2
         self._x0 = np.floor(tracks["x_clamp"].to_numpy()).astype(np.int64) - pw // 2
         self._fov = index.fov_codes
+        self._fov_hw = index.fov_shapes  # (height, width) per FOV, to keep patches inside the image
         exps = {e.name: e for e in registry.experiments}
         fov_keys = index.fov_keys
         self._fov_channels = [registry.channel_maps[e] for e, _ in fov_keys]
@@ -152,7 +153,7 @@ class MultiExperimentTripletDataset(Dataset):
     # ------------------------------------------------------------------ reading
     def _read_patches(self, rows: np.ndarray) -> torch.Tensor:
         """Read (len(rows), C, Z, Y, X) float32 patches, kept inside the image where it is large enough."""
-        height, width = self.index.fov_shapes[self._fov[rows]].T
+        height, width = self._fov_hw[self._fov[rows]].T
         ph, pw = self.index.yx_patch_size
         y0 = np.minimum(np.maximum(self._y0[rows], 0), np.maximum(height - ph, 0))
         x0 = np.minimum(np.maximum(self._x0[rows], 0), np.maximum(width - pw, 0))
