@@ -9,8 +9,9 @@ float32 tensor:
 * every array is opened once per process (:func:`open_array`), with the tensorstore settings of
   :func:`tensorstore_context` (chunk cache size, decode concurrency) decided in one place;
 * channel names are resolved to indices once, at construction, with errors naming the FOV;
-* all reads of a batch are issued before any is awaited, and tensorstore copies (and converts, e.g.
-  ``uint16`` to ``float32``) straight from the decoded chunks into the batch tensor;
+* the patches of a batch are read in one tensorstore operation (a stacked view), so a chunk is decoded
+  once however many patches touch it, and tensorstore copies (and converts, e.g. ``uint16`` to
+  ``float32``) straight from the decoded chunks into the batch tensor;
 * what lies outside the image (Y/X or Z) and channels a FOV does not have (``None``) read as zeros.
 
 zarr v2 arrays (OME-Zarr 0.4) open with tensorstore's ``zarr`` driver, zarr v3 arrays (OME-Zarr 0.5,
@@ -371,8 +372,12 @@ class PatchReader:
             raise ValueError("out must be contiguous")
         if n == 0:
             return out
-        dest = require_tensorstore().array(out.numpy(), copy=False, write=True)
+        ts = require_tensorstore()
+        dest = ts.array(out.numpy(), copy=False, write=True)
         h, w = self.yx_patch_size
+        # whole patches (every channel, inside the image) of one dtype are read as one stacked view: one
+        # tensorstore operation decodes each chunk once however many patches of the batch it touches
+        whole: dict[str, tuple[list[int], list[Any]]] = {}
         pending = []
         for k, (f, tk, zk, yk, xk) in enumerate(zip(fov.tolist(), t.tolist(), z0.tolist(), y0.tolist(), x0.tolist())):
             plan = self._plans[f]
@@ -383,14 +388,22 @@ class PatchReader:
             z_lo, z_hi = max(zk, 0), min(zk + self.z_size, depth)
             y_lo, y_hi = max(yk, 0), min(yk + h, height)
             x_lo, x_hi = max(xk, 0), min(xk + w, width)
-            inside = z_lo == zk and z_hi == zk + self.z_size and y_lo == yk and y_hi == yk + h
-            if not (plan.complete and inside and x_lo == xk and x_hi == xk + w):
-                out[k] = 0.0  # only patches that need it are zeroed first
+            inside = (z_lo, z_hi, y_lo, y_hi, x_lo, x_hi) == (zk, zk + self.z_size, yk, yk + h, xk, xk + w)
+            if plan.complete and inside:
+                view = array[tk, plan.array_channels, z_lo:z_hi, y_lo:y_hi, x_lo:x_hi].translate_to[0]
+                rows, views = whole.setdefault(str(array.dtype), ([], []))
+                rows.append(k)
+                views.append(view)
+                continue
+            out[k] = 0.0  # only patches that need it are zeroed
             if plan.empty or z_lo >= z_hi or y_lo >= y_hi or x_lo >= x_hi:
                 continue
             source = array[tk, plan.array_channels, z_lo:z_hi, y_lo:y_hi, x_lo:x_hi]
             target = dest[k, plan.out_channels, z_lo - zk : z_hi - zk, y_lo - yk : y_hi - yk, x_lo - xk : x_hi - xk]
             pending.append(target.write(source))
+        for rows, views in whole.values():
+            target = dest if len(rows) == n else dest[rows]
+            pending.append(target.write(ts.stack(views)))
         for future in pending:
             future.result()
         return out
