@@ -77,6 +77,7 @@ class PositiveSampler:
         self.t_of_row = t_of_row
         self.experiment_of_row = experiment_of_row
         self.tau_frames = np.asarray(tau_frames, dtype=np.int64).reshape(-1, 2)
+        self._tau_min, self._tau_max = self.tau_frames[:, 0].copy(), self.tau_frames[:, 1].copy()
         self.subtrees = subtrees
         self.describe = describe
         # rows sorted by the key (track, t - t0); t_span leaves room for every t + tau
@@ -91,8 +92,8 @@ class PositiveSampler:
         """Per row, the inclusive tau range of its experiment."""
         if not self.tau_frames.size:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        bounds = self.tau_frames[self.experiment_of_row[rows]]
-        return bounds[:, 0], bounds[:, 1]
+        codes = self.experiment_of_row[rows]
+        return self._tau_min[codes], self._tau_max[codes]
 
     def candidates(self, rows: np.ndarray) -> PositiveCandidates:
         """All candidate positives of the anchors ``rows``, by offset and range."""
