@@ -150,3 +150,16 @@ def test_missing_tensorstore_names_the_user_and_the_extra(plate, monkeypatch):
         require_tensorstore("TripletDataset")
     with pytest.raises(ImportError, match="required for PatchReader"):
         PatchReader([FovArray.from_position(plate[0])], ["GFP"], (4, 4), (0, 1))
+
+
+def test_fovs_of_different_dtypes_in_one_batch(plate, tmp_path):
+    with open_ome_zarr(tmp_path / "f32.zarr", layout="hcs", mode="w-", channel_names=["Phase", "GFP", "RFP"]) as p:
+        p.create_position("C", "3", "0").create_image("0", _pixels(2, np.float32) + 0.5)
+    other = open_ome_zarr(tmp_path / "f32.zarr", layout="hcs", mode="r")
+    arrays = [FovArray.from_position(plate[0]), FovArray.from_position(other["C/3/0"])]
+    reader = PatchReader(arrays, ["RFP", "GFP"], (4, 6), (1, 3))
+    out = reader.read(fov=[1, 0, 1, 0], t=[0, 1, 2, 2], y0=[3, 4, 5, 6], x0=[1, 2, 3, 4])
+    for k, (f, t, y, x) in enumerate([(1, 0, 3, 1), (0, 1, 4, 2), (1, 2, 5, 3), (0, 2, 6, 4)]):
+        expected = _expected(2 if f else 0, t, [2, 1], 1, y, x, (2, 4, 6)) + (0.5 if f else 0.0)
+        np.testing.assert_array_equal(out[k].numpy(), expected)
+    other.close()
