@@ -1,8 +1,11 @@
 """Tiny Lightning module and data module, importable by class path in CLI tests."""
 
+import time
+from pathlib import Path
+
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 
 class ToyModule(LightningModule):
@@ -53,18 +56,47 @@ class ToyModule(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
-class ToyDataModule(LightningDataModule):
-    """Random (1, 2, 8, 8) images."""
+class _SlowDataset(TensorDataset):
+    """A TensorDataset whose items take ``delay`` seconds each (a slow file system)."""
 
-    def __init__(self, num_samples: int = 8, batch_size: int = 4):
+    def __init__(self, data, delay: float):
+        super().__init__(data)
+        self.delay = delay
+
+    def __getitem__(self, index):
+        time.sleep(self.delay)
+        return super().__getitem__(index)
+
+
+class _Items(IterableDataset):
+    """An iterable (length-less) dataset of the given items."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __iter__(self):
+        return ((item,) for item in self.data)
+
+
+class ToyDataModule(LightningDataModule):
+    """Random (1, 2, 8, 8) images.
+
+    ``item_delay`` slows every item down (for tests that interrupt a run); ``iterable`` serves them
+    from a length-less dataset (Lightning then cannot know an epoch is empty before running it).
+    """
+
+    def __init__(self, num_samples: int = 8, batch_size: int = 4, item_delay: float = 0.0, iterable: bool = False):
         super().__init__()
         self.num_samples = num_samples
         self.batch_size = batch_size
+        self.item_delay = item_delay
+        self.iterable = iterable
 
     def _loader(self):
         generator = torch.Generator().manual_seed(0)
         data = torch.rand(self.num_samples, 1, 2, 8, 8, generator=generator)
-        return DataLoader(TensorDataset(data), batch_size=self.batch_size)
+        dataset = _Items(data) if self.iterable else _SlowDataset(data, self.item_delay)
+        return DataLoader(dataset, batch_size=self.batch_size)
 
     def train_dataloader(self):
         return self._loader()
@@ -77,3 +109,23 @@ class ToyDataModule(LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader()
+
+
+class TouchAfterBatches(Callback):
+    """Create ``path`` once ``batches`` training or prediction batches have run (tests wait for it)."""
+
+    def __init__(self, path: str, batches: int = 1):
+        self.path = Path(path)
+        self.batches = batches
+        self.seen = 0
+
+    def _count(self):
+        self.seen += 1
+        if self.seen == self.batches:
+            self.path.touch()
+
+    def on_train_batch_end(self, *args, **kwargs):
+        self._count()
+
+    def on_predict_batch_end(self, *args, **kwargs):
+        self._count()

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from dynaclr.index import MultiExperimentIndex
 from viscy_data._typing import INDEX_COLUMNS
+from viscy_data.errors import ImageReadError
 from viscy_data.norm_meta import read_norm_meta, select_timepoint
 
 __all__ = ["MultiExperimentTripletDataset"]
@@ -177,6 +178,31 @@ class MultiExperimentTripletDataset(Dataset):
             out.append(meta)
         return out
 
+    def _open_or_raise(self, fov: int, t: int):
+        try:
+            return self._store(fov)
+        except Exception as err:
+            experiment, fov_name = self.index.fov_keys[fov]
+            source = f"experiment '{experiment}'"
+            raise ImageReadError.describe(
+                err, path=self._fov_paths[fov], fov=fov_name, timepoint=t, array="0", request={}, source=source
+            ) from err
+
+    def _read_error(self, err: Exception, fov: int, request: tuple, shape) -> ImageReadError:
+        t, channels, z, y, x = request
+        experiment, fov_name = self.index.fov_keys[fov]
+        names = self._fov_channel_names[fov]
+        return ImageReadError.describe(
+            err,
+            path=self._fov_paths[fov],
+            fov=fov_name,
+            timepoint=t,
+            array="0",
+            request={"c": [names[c] for c in channels], "z": z, "y": y, "x": x},
+            shape=shape,
+            source=f"experiment '{experiment}'",
+        )
+
     # ------------------------------------------------------------------ reading
     def _read_patches(self, rows: np.ndarray) -> torch.Tensor:
         """Read (len(rows), C, Z, Y, X) float32 patches; all reads are issued before any wait.
@@ -191,7 +217,7 @@ class MultiExperimentTripletDataset(Dataset):
         dest = self._ts.array(out.numpy(), copy=False, write=True)
         pending = []
         for k, (row, fov) in enumerate(zip(rows.tolist(), self._fov[rows].tolist())):
-            store = self._store(fov)
+            store = self._open_or_raise(fov, int(self._t[row]))
             height, width = store.shape[-2], store.shape[-1]
             y0 = min(max(int(self._y0[row]), 0), max(height - ph, 0))
             x0 = min(max(int(self._x0[row]), 0), max(width - pw, 0))
@@ -201,11 +227,18 @@ class MultiExperimentTripletDataset(Dataset):
                 out[k] = 0.0  # zero-filled channel or image smaller than the patch
             if not positions:
                 continue
-            source = store[int(self._t[row]), zarr_channels, z, y0:y1, x0:x1]
-            target = dest[k, positions, :, : y1 - y0, : x1 - x0]
-            pending.append(target.write(source))
-        for future in pending:
-            future.result()
+            request = (int(self._t[row]), zarr_channels, z, slice(y0, y1), slice(x0, x1))
+            try:
+                source = store[request]
+                target = dest[k, positions, :, : y1 - y0, : x1 - x0]
+                pending.append((request, fov, target.write(source)))
+            except Exception as err:  # an index outside the array (e.g. z_range beyond the plate's Z)
+                raise self._read_error(err, fov, request, store.shape) from err
+        for request, fov, future in pending:
+            try:
+                future.result()
+            except Exception as err:  # a missing, truncated or corrupt chunk
+                raise self._read_error(err, fov, request, self._stores[fov].shape) from err
         return out
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:

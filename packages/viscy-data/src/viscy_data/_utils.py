@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from functools import partial
+from queue import Empty, Full, Queue
 from typing import Any
 
 import torch
+from monai.data import ThreadDataLoader
 from monai.data.utils import collate_meta_tensor
 from monai.transforms import MapTransform
 from torch import Tensor
@@ -15,6 +19,7 @@ from viscy_data.norm_meta import read_norm_meta
 
 __all__ = [
     "BatchedCenterSpatialCropd",
+    "ThreadWorkerLoader",
     "_collate_samples",
     "_ensure_channel_list",
     "_gather_channels",
@@ -22,6 +27,7 @@ __all__ = [
     "_scatter_channels",
     "_search_int_in_str",
     "_transform_channel_wise",
+    "thread_worker_loader",
 ]
 
 
@@ -198,13 +204,81 @@ def _restore_torch_threads(num_threads: int, worker_id: int) -> None:
     torch.set_num_threads(num_threads)
 
 
-def thread_worker_loader(dataset: Any, **kwargs: Any):
+#: what the prefetch thread puts in the queue after the last batch (with the exception that ended it, if any)
+_END = object()
+
+
+def _prefetch(source: Iterator[Any], buffer_size: int, repeats: int) -> Iterator[Any]:
+    """Yield the items of ``source``, read ahead by a background thread; re-raise its errors here.
+
+    MONAI's ``ThreadBuffer`` lets an exception end its thread silently: the consumer sees a short (or
+    empty) epoch and the run goes on. Here the exception that ended ``source`` travels through the
+    queue and is raised in the consuming thread with its original traceback.
+    """
+    buffer: Queue = Queue(maxsize=max(1, buffer_size))
+    stop = threading.Event()
+
+    def put(item: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        error = None
+        try:
+            for value in source:
+                if not put((value, None)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - every error must reach the consumer
+            error = err
+        put((_END, error))
+
+    thread = threading.Thread(target=produce, name="viscy-loader-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                value, error = buffer.get(timeout=1.0)
+            except Empty:
+                if not thread.is_alive() and buffer.empty():
+                    raise RuntimeError("the loader's prefetch thread ended without a result") from None
+                continue
+            if value is _END:
+                if error is not None:
+                    raise error
+                return
+            for _ in range(repeats):
+                yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+class ThreadWorkerLoader(ThreadDataLoader):
+    """``ThreadDataLoader`` whose read-ahead thread passes loader errors on to the training loop.
+
+    Built by :func:`thread_worker_loader`; see there.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        return _prefetch(super(ThreadDataLoader, self).__iter__(), self.buffer_size, self.repeats)
+
+
+def thread_worker_loader(dataset: Any, **kwargs: Any) -> ThreadWorkerLoader:
     """Build a MONAI ``ThreadDataLoader`` with thread workers that keeps the torch thread count.
 
     torch's worker loop calls ``torch.set_num_threads(1)``, which is meant for worker processes; in a
     worker *thread* it sets the count for the whole process, so the transforms that then run on the
     batches in the main thread (``on_after_batch_transfer``) lose their intra-op parallelism. The
     worker init function sets the count back to what it was when the loader was built.
+
+    An exception raised while reading a batch (in a worker thread or in the read-ahead thread) is
+    raised by the loader's iterator in the consuming thread, with its original traceback: a failed
+    read stops the run instead of ending the epoch early.
 
     Parameters
     ----------
@@ -215,13 +289,10 @@ def thread_worker_loader(dataset: Any, **kwargs: Any):
 
     Returns
     -------
-    monai.data.ThreadDataLoader
+    ThreadWorkerLoader
+        A ``monai.data.ThreadDataLoader``.
     """
-    from functools import partial
-
-    from monai.data import ThreadDataLoader
-
-    return ThreadDataLoader(
+    return ThreadWorkerLoader(
         dataset,
         use_thread_workers=True,
         worker_init_fn=partial(_restore_torch_threads, torch.get_num_threads()),

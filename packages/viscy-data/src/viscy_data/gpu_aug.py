@@ -24,9 +24,10 @@ from monai.transforms import Compose
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from viscy_data._io import LazyPositions
+from viscy_data._io import LazyPositions, store_root
 from viscy_data._utils import _ensure_channel_list
 from viscy_data.distributed import ShardedDistributedSampler
+from viscy_data.errors import ImageReadError
 from viscy_data.norm_meta import NORM_META_KEY, read_norm_meta, select_timepoint
 from viscy_data.select import SelectWell
 
@@ -289,7 +290,20 @@ class CachedOmeZarrDataset(_FovTimepointItems, Dataset):
         self._norm_attrs = _collect_norm_attrs(positions, self._fov_names) if load_normalization_metadata else None
 
     def _read_volume(self, fov: int, t: int) -> Tensor:
-        return _read_channels(self.positions[fov][self.array_key], t, self._channel_indices)
+        position = self.positions[fov]
+        array = position[self.array_key]
+        try:
+            return _read_channels(array, t, self._channel_indices)
+        except Exception as err:  # a missing, truncated or corrupt chunk
+            raise ImageReadError.describe(
+                err,
+                path=store_root(position) / array.path,
+                fov=self._fov_names[fov],
+                timepoint=t,
+                array=self.array_key,
+                request={"c": list(self._channel_indices)},
+                shape=array.shape,
+            ) from err
 
     def _volume(self, fov: int, t: int) -> Tensor:
         if self.skip_cache:

@@ -21,9 +21,10 @@ from monai.transforms import CenterSpatialCropd, Compose, MapTransform, MultiSam
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from viscy_data._io import LazyPositions, channel_indices, fov_name, open_plate
+from viscy_data._io import LazyPositions, channel_indices, fov_name, open_plate, store_root
 from viscy_data._typing import ChannelMap, DictTransform, Sample
 from viscy_data._utils import _collate_samples, _ensure_channel_list, _read_norm_meta
+from viscy_data.errors import ImageReadError
 from viscy_data.norm_meta import select_timepoint
 
 __all__ = ["HCSDataModule", "MaskTestDataset", "SlidingWindowDataset"]
@@ -119,7 +120,20 @@ class SlidingWindowDataset(Dataset):
         """Read all channels of one window as ``{name: (1, Z, Y, X)}`` float32."""
         names = self.source_ch + self.target_ch
         idx = self.source_ch_idx + self.target_ch_idx
-        data = self.positions[fov][self.array_key].oindex[t, idx, z : z + self.z_window_size]
+        position = self.positions[fov]
+        array = position[self.array_key]
+        try:
+            data = array.oindex[t, idx, z : z + self.z_window_size]
+        except Exception as err:  # a missing, truncated or corrupt chunk
+            raise ImageReadError.describe(
+                err,
+                path=store_root(position) / array.path,
+                fov=fov_name(position),
+                timepoint=t,
+                array=self.array_key,
+                request={"c": names, "z": slice(z, z + self.z_window_size)},
+                shape=array.shape,
+            ) from err
         data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
         return {name: data[i : i + 1] for i, name in enumerate(names)}
 

@@ -26,6 +26,7 @@ from viscy_data._utils import (
     _transform_channel_wise,
     thread_worker_loader,
 )
+from viscy_data.errors import ImageReadError
 from viscy_data.hcs import HCSDataModule
 from viscy_data.norm_meta import select_timepoint
 from viscy_data.select import _select_fovs
@@ -210,12 +211,38 @@ class TripletDataset(Dataset):
         h, w = self.yx_patch_size
         y0 = np.rint(rows["y"].to_numpy()).astype(int) - h // 2
         x0 = np.rint(rows["x"].to_numpy()).astype(int) - w // 2
-        views = []
+        views, requests = [], []
         for fov, t, y, x, name in zip(rows["_fov"], rows["t"], y0, x0, rows["fov_name"]):
-            view = self._handle(fov).oindex[int(t), self._channel_idx[name], self.z_range, y : y + h, x : x + w]
+            request = (int(fov), int(t), self._channel_idx[name], self.z_range, slice(y, y + h), slice(x, x + w))
+            try:
+                view = self._handle(fov).oindex[request[1:]]
+            except Exception as err:  # an index outside the array
+                raise self._read_error(err, request) from err
             views.append(view.translate_to[0])
-        data = ts.stack(views).read().result()  # noqa: PD013 (tensorstore, not pandas)
+            requests.append(request)
+        try:
+            data = ts.stack(views).read().result()  # noqa: PD013 (tensorstore, not pandas)
+        except Exception:  # a missing, truncated or corrupt chunk: find the patch that fails
+            for view, request in zip(views, requests):
+                try:
+                    view.read().result()
+                except Exception as patch_err:
+                    raise self._read_error(patch_err, request) from patch_err
+            raise
         return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+    def _read_error(self, err: Exception, request: tuple) -> ImageReadError:
+        fov, t, channels, z, y, x = request
+        position = self.positions[fov]
+        return ImageReadError.describe(
+            err,
+            path=store_root(position) / position["0"].path,
+            fov=fov_name(position),
+            timepoint=t,
+            array="0",
+            request={"c": [position.channel_names[c] for c in channels], "z": z, "y": y, "x": x},
+            shape=self._handle(fov).shape,
+        )
 
     def _norm_metas(self, rows: pd.DataFrame) -> list[dict | None]:
         return [select_timepoint(self._norm_meta[f], int(t)) for f, t in zip(rows["_fov"], rows["t"])]

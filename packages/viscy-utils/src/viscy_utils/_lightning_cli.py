@@ -12,6 +12,7 @@ from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from viscy_utils.callbacks.run_guard import RunGuard
 from viscy_utils.cli import DATA_FREE_SUBCOMMANDS, MODEL_FREE_SUBCOMMANDS, subcommand_from_args
 
 __all__ = ["VisCyCLI"]
@@ -28,6 +29,8 @@ class VisCyCLI(LightningCLI):
       ``preprocess``, ``precompute`` and ``convert_to_anndata`` need no model; those and ``export`` need
       no data module. The groups stay available (optional) so a training config can be reused.
     - Default logger: ``TensorBoardLogger(save_dir="", version=<YYYYmmdd-HHMMSS>, log_graph=True)``.
+    - Every trainer gets a :class:`~viscy_utils.callbacks.run_guard.RunGuard`: a run that trains no
+      batch fails, and ``predict``/``test`` stop at the next batch after a SIGTERM.
     - A checkpoint whose hyper-parameters cannot be parsed does not abort the command (Lightning
       issue #21255): the hyper-parameters are skipped with a warning.
 
@@ -42,6 +45,10 @@ class VisCyCLI(LightningCLI):
             subcommand = subcommand_from_args(sys.argv[1:] if cli_args is None else list(cli_args))
         self._model_required = subcommand not in MODEL_FREE_SUBCOMMANDS
         self._data_required = subcommand not in DATA_FREE_SUBCOMMANDS
+        defaults = dict(kwargs.get("trainer_defaults") or {})
+        callbacks = defaults.get("callbacks", [])
+        defaults["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), RunGuard()]
+        kwargs["trainer_defaults"] = defaults
         super().__init__(*args, **kwargs)
 
     @staticmethod

@@ -45,6 +45,9 @@ SUBCOMMAND_HELP = {
 MODEL_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "convert_to_anndata"})
 DATA_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "export", "convert_to_anndata"})
 
+#: exit status of a run stopped by SIGTERM (128 + signal number, as a shell reports a process killed by it)
+EXIT_SIGTERM = 143
+
 #: top-level options that consume the next token as their value
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
 
@@ -149,6 +152,12 @@ def run_cli(
     -------
     VisCyCLI or None
         The CLI object after the subcommand ran; ``None`` when only the top-level help was printed.
+
+    Raises
+    ------
+    SystemExit
+        With status :data:`EXIT_SIGTERM` (143) when a SIGTERM stopped the run (Lightning itself would
+        exit with status 0).
     """
     tokens = list(sys.argv[1:] if args is None else args)
     if not tokens:
@@ -159,23 +168,30 @@ def run_cli(
         return None
     _setup_environment()
     from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from viscy_utils._lightning_cli import VisCyCLI
     from viscy_utils.trainer import VisCyTrainer
 
     parser_kwargs = {"prog": prog, "description": description, **cli_kwargs.pop("parser_kwargs", {})}
-    return VisCyCLI(
-        model_class=LightningModule,
-        datamodule_class=LightningDataModule,
-        trainer_class=trainer_class or VisCyTrainer,
-        seed_everything_default=cli_kwargs.pop("seed_everything_default", 42),
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs=parser_kwargs,
-        # None lets Lightning read sys.argv itself (it warns when given both)
-        args=None if args is None else tokens,
-        **cli_kwargs,
-    )
+    try:
+        return VisCyCLI(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            trainer_class=trainer_class or VisCyTrainer,
+            seed_everything_default=cli_kwargs.pop("seed_everything_default", 42),
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs=parser_kwargs,
+            # None lets Lightning read sys.argv itself (it warns when given both)
+            args=None if args is None else tokens,
+            **cli_kwargs,
+        )
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: a scheduler would record a success
+        command = f"{prog} {subcommand_from_args(tokens) or ''}".strip()
+        sys.stderr.write(f"{command}: interrupted by SIGTERM; the run did not finish\n")
+        raise SystemExit(EXIT_SIGTERM) from None
 
 
 def main() -> None:
