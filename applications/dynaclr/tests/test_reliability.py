@@ -6,12 +6,16 @@ chunk is a truncated chunk file on disk.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from dynaclr.datamodule import MultiExperimentDataModule
@@ -156,3 +160,118 @@ def test_dynaclr_fit_exits_non_zero_naming_the_failed_read(run_dir):
     assert "ImageReadError: cannot read array '0' of FOV" in result.stderr
     assert "z=0:6" in result.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.timeout(600)
+def test_shipped_demo_config_resumes_with_ckpt_path_last(run_dir):
+    """`dynaclr fit -c demo.yml --ckpt_path last`: Lightning refused it (config.yaml exists, fixed version)."""
+    tmp_path, config = run_dir
+    path = _write(config, tmp_path / "fit.yml")
+    short = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]  # the run's length is not the point
+    run_cli(["fit", "-c", path, "--trainer.max_epochs=1", *short], prog="dynaclr")
+    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    steps = first["global_step"]
+    assert steps == 2
+    cli = run_cli(["fit", "-c", path, "--ckpt_path=last", *short], prog="dynaclr")  # max_epochs 2 from the config
+    assert cli.trainer.global_step == 2 * steps and cli.trainer.current_epoch == 2
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["fit"]  # the demo's fixed logger version
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 2 * steps
+
+
+VU_TOYS_DIR = Path(__file__).resolve().parents[3] / "packages" / "viscy-utils" / "tests"  # probe callbacks
+
+
+def _slurm_env(tmp_path, restart_count):
+    """What srun sets for one task of job 4242, and an `scontrol` stub on PATH that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join([str(VU_TOYS_DIR), os.environ.get("PYTHONPATH", "")]),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "dynaclr_fit",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NNODES": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_RESTART_COUNT": str(restart_count),
+    }
+
+
+def _wait_for(condition, process, what, timeout=400):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before {what}: {process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _assert_same_state(saved, restored):
+    assert saved["param_groups"] == restored["param_groups"]
+    assert saved["state"].keys() == restored["state"].keys() and saved["state"]
+    for key, state in saved["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, restored["state"][key][name], rtol=0, atol=0)
+            else:
+                assert value == restored["state"][key][name]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_slurm_warning_signal_saves_requeues_and_the_restart_resumes(run_dir):
+    """SIGUSR1 (``--signal=SIGUSR1@120``) to a running `dynaclr fit` under SLURM, then a requeued restart."""
+    tmp_path, config = run_dir
+    config["trainer"].update(max_epochs=1, limit_train_batches=20, limit_val_batches=1)
+    config["trainer"]["callbacks"] += [
+        {"class_path": "vu_toys.TouchAfterBatches", "init_args": {"path": str(tmp_path / "started"), "batches": 2}},
+        {"class_path": "vu_toys.RecordTrainStart", "init_args": {"path": str(tmp_path / "start.pt")}},
+    ]
+    path = _write(config, tmp_path / "fit.yml")
+    dynaclr = shutil.which("dynaclr", path=os.path.dirname(sys.executable)) or "dynaclr"
+    command = [dynaclr, "fit", "-c", path, "--trainer.default_root_dir", str(tmp_path / "slurm_4242")]
+    popen = {"cwd": tmp_path, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+
+    first = subprocess.Popen(command, env=_slurm_env(tmp_path, 0), **popen)
+    _wait_for((tmp_path / "started").exists, first, "the second training batch")
+    first.send_signal(signal.SIGUSR1)
+    hpc = tmp_path / "slurm_4242" / "hpc_ckpt_1.ckpt"
+    log = tmp_path / "scontrol.log"
+    _wait_for(lambda: log.exists() and hpc.exists(), first, "the requeue checkpoint")
+    first.send_signal(signal.SIGTERM)  # what SLURM sends the requeued job
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 143, stderr[-3000:]
+    assert log.read_text().split() == ["requeue", "4242"]
+    saved = torch.load(hpc, weights_only=False)
+    assert 2 <= saved["global_step"] < 20
+
+    second = subprocess.Popen(command, env=_slurm_env(tmp_path, 1), **popen)
+    _, stderr = second.communicate(timeout=900)
+    assert second.returncode == 0, stderr[-3000:]
+    start = torch.load(tmp_path / "start.pt", weights_only=False)
+    assert start["global_step"] == saved["global_step"]
+    _assert_same_state(saved["optimizer_states"][0], start["optimizer"])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 20
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["fit"]  # resumed in the run's own folder
+    assert not hpc.exists()  # a finished run leaves no requeue checkpoint to resume by mistake
+    assert log.read_text().split() == ["requeue", "4242"]  # and did not requeue again
+
+
+def test_slurm_scripts_ask_for_the_warning_signal_and_requeue():
+    configs = Path(demo_config_path()).parent
+    for script in ("fit_slurm.sh", "predict_slurm.sh"):
+        text = (configs / script).read_text()
+        assert "#SBATCH --signal=SIGUSR1@120" in text and "#SBATCH --requeue" in text, script
+        assert "--trainer.default_root_dir" in text and "slurm_${SLURM_JOB_ID}" in text, script
+        assert "uv run" not in text.split("srun", 1)[1], script  # uv would forward SIGUSR1 a second time

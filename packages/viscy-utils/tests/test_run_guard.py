@@ -8,45 +8,22 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from viscy_utils.callbacks.run_guard import EmptyEpochError
-from viscy_utils.cli import EXIT_SIGTERM, run_cli
+from viscy_utils.cli import EXIT_SIGINT, EXIT_SIGTERM, run_cli
 
 TESTS_DIR = Path(__file__).resolve().parent
-
-
-def _config(tmp_path, data=None, trainer=None, callbacks=()):
-    config = {
-        "model": {"class_path": "vu_toys.ToyModule", "init_args": {"hidden": 3}},
-        "data": {
-            "class_path": "vu_toys.ToyDataModule",
-            "init_args": {"num_samples": 8, "batch_size": 4, **(data or {})},
-        },
-        "trainer": {
-            "accelerator": "cpu",
-            "max_epochs": 2,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
-            "callbacks": [
-                {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
-                },
-                *callbacks,
-            ],
-            **(trainer or {}),
-        },
-    }
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 @pytest.fixture(autouse=True)
 def _argv(monkeypatch, toys):
     monkeypatch.setattr(sys, "argv", ["viscy"])
+
+
+def _config(tmp_path, **kwargs):
+    import vu_toys
+
+    return vu_toys.toy_config(tmp_path, **kwargs)
 
 
 def test_fit_without_any_training_batch_fails(tmp_path):
@@ -98,15 +75,17 @@ def _touch(path, batches=1):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_sigterm_stops_fit_with_a_failure_status(tmp_path):
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT)])
+def test_a_signal_stops_fit_with_a_failure_status(tmp_path, signum, status):
+    # SIGTERM (what a scheduler sends) used to exit 0: recorded as a successful job
     started = tmp_path / "started"
     data = {"num_samples": 400, "item_delay": 0.02}
     process = _start(tmp_path, "fit", _config(tmp_path, data=data, callbacks=[_touch(started)]))
     _wait_for(started, process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == EXIT_SIGTERM, stderr[-3000:]
-    assert "viscy fit: interrupted by SIGTERM; the run did not finish" in stderr
+    assert process.returncode == status, stderr[-3000:]
+    assert f"viscy fit: interrupted by {signal.Signals(signum).name}; the run did not finish" in stderr
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 class ToyModule(LightningModule):
     """A 3-D convolution on (B, 1, 2, 8, 8) images, or an embedding model with two outputs."""
 
-    def __init__(self, hidden: int = 2, lr: float = 0.01, two_outputs: bool = False):
+    def __init__(self, hidden: int = 2, lr: float = 0.01, two_outputs: bool = False, momentum: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.conv = torch.nn.Conv3d(1, hidden, kernel_size=(1, 3, 3), padding=(0, 1, 1))
@@ -53,7 +54,7 @@ class ToyModule(LightningModule):
         return {"features": features, "projections": self.head(features), "index": index}
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
 
 
 class _SlowDataset(TensorDataset):
@@ -129,3 +130,66 @@ class TouchAfterBatches(Callback):
 
     def on_predict_batch_end(self, *args, **kwargs):
         self._count()
+
+
+class RecordTrainStart(Callback):
+    """Save the global step, epoch and optimizer state at the start of training to ``path`` (torch.save)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        state = {
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "optimizer": trainer.optimizers[0].state_dict(),
+        }
+        torch.save(state, self.path)
+
+
+def toy_config(
+    run_dir: Path,
+    *,
+    data: dict | None = None,
+    model: dict | None = None,
+    trainer: dict | None = None,
+    callbacks: list | tuple = (),
+    version: str | None = "run",
+    checkpoint_dir: str | None = "ckpt",
+    name: str = "config.yml",
+) -> str:
+    """Write a fit config of ToyModule/ToyDataModule logging to ``run_dir`` and return its path.
+
+    The logger is a CSVLogger with a fixed ``version`` (as the shipped configs have), checkpoints go to
+    ``run_dir/<checkpoint_dir>`` with ``last.ckpt`` (``checkpoint_dir=None``: ModelCheckpoint's default,
+    ``checkpoints`` in the logger's folder).
+    """
+    dirpath = None if checkpoint_dir is None else str(Path(run_dir) / checkpoint_dir)
+    config = {
+        "model": {"class_path": "vu_toys.ToyModule", "init_args": {"hidden": 3, **(model or {})}},
+        "data": {
+            "class_path": "vu_toys.ToyDataModule",
+            "init_args": {"num_samples": 8, "batch_size": 4, **(data or {})},
+        },
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 2,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(run_dir), "name": "logs", "version": version},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": dirpath, "save_last": True},
+                },
+                *callbacks,
+            ],
+            **(trainer or {}),
+        },
+    }
+    path = Path(run_dir) / name
+    path.write_text(yaml.safe_dump(config))
+    return str(path)

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from dynaclr.index import MultiExperimentIndex
 from viscy_data._typing import INDEX_COLUMNS
 from viscy_data.errors import ImageReadError
-from viscy_data.norm_meta import read_norm_meta, select_timepoint
+from viscy_data.norm_meta import check_norm_meta_complete, read_norm_meta, select_timepoint
 
 __all__ = ["MultiExperimentTripletDataset"]
 
@@ -107,6 +107,8 @@ class MultiExperimentTripletDataset(Dataset):
         self._fov_labels = [f"{e}:{fov}" for e, fov in fov_keys]
         self._stores: dict[int, Any] = {}
         self._norm: dict[int, dict | None] = {}
+        self._experiments = exps
+        self._complete_plates: set[str] = set()
         self._lock = threading.Lock()
         self._context = None
 
@@ -146,11 +148,22 @@ class MultiExperimentTripletDataset(Dataset):
                     self._stores[fov] = store
         return store
 
+    def _check_plate_complete(self, fov: int) -> None:
+        experiment = self.index.fov_keys[fov][0]
+        if experiment not in self._complete_plates:
+            from iohub.ngff import open_ome_zarr
+
+            data_path = self._experiments[experiment].data_path
+            with open_ome_zarr(data_path, layout="hcs", mode="r") as plate:
+                check_norm_meta_complete(plate.zattrs, data_path)
+            self._complete_plates.add(experiment)
+
     def _norm_meta(self, fov: int) -> dict | None:
         if fov not in self._norm:
             raw = read_norm_meta(self.index.positions[fov].zattrs)
             meta = None
             if raw is not None:
+                self._check_plate_complete(fov)
                 names = self._fov_channel_names[fov]
                 meta = {}
                 for i in range(self._n_channels):

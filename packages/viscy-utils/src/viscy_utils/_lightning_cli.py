@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from viscy_utils.callbacks.run_guard import RunGuard
 from viscy_utils.cli import DATA_FREE_SUBCOMMANDS, MODEL_FREE_SUBCOMMANDS, subcommand_from_args
+from viscy_utils.run_folder import RunFolderConfigCallback
 
 __all__ = ["VisCyCLI"]
 
@@ -29,6 +30,10 @@ class VisCyCLI(LightningCLI):
       ``preprocess``, ``precompute`` and ``convert_to_anndata`` need no model; those and ``export`` need
       no data module. The groups stay available (optional) so a training config can be reused.
     - Default logger: ``TensorBoardLogger(save_dir="", version=<YYYYmmdd-HHMMSS>, log_graph=True)``.
+    - Run folders (:class:`~viscy_utils.run_folder.RunFolderConfigCallback`): ``fit --ckpt_path last``
+      resumes in place, a re-run after a failed start reuses the folders, a finished run is never
+      overwritten (new ``<version>_1`` folders, or ``fit --overwrite``); folders are checked for write
+      access before training.
     - Every trainer gets a :class:`~viscy_utils.callbacks.run_guard.RunGuard`: a run that trains no
       batch fails, and ``predict``/``test`` stop at the next batch after a SIGTERM.
     - A checkpoint whose hyper-parameters cannot be parsed does not abort the command (Lightning
@@ -49,6 +54,7 @@ class VisCyCLI(LightningCLI):
         callbacks = defaults.get("callbacks", [])
         defaults["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), RunGuard()]
         kwargs["trainer_defaults"] = defaults
+        kwargs.setdefault("save_config_callback", RunFolderConfigCallback)
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -61,6 +67,19 @@ class VisCyCLI(LightningCLI):
             "precompute": {"model"},
             "convert_to_anndata": {"model"},
         }
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """Add ``--overwrite`` to ``fit`` (see :class:`~viscy_utils.run_folder.RunFolderConfigCallback`)."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "fit":
+            parser.add_argument(
+                "--overwrite",
+                type=bool,
+                default=False,
+                help="Delete the checkpoints and logs of a previous run in the same folders and reuse them "
+                "(default: a run whose folders hold checkpoints of another run writes to new folders).",
+            )
+        return parser
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add trainer, model and data groups; model/data are optional for subcommands that ignore them."""

@@ -45,8 +45,9 @@ SUBCOMMAND_HELP = {
 MODEL_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "convert_to_anndata"})
 DATA_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "export", "convert_to_anndata"})
 
-#: exit status of a run stopped by SIGTERM (128 + signal number, as a shell reports a process killed by it)
+#: exit status of a run stopped by SIGTERM or SIGINT (128 + signal number, as a shell reports a process killed by it)
 EXIT_SIGTERM = 143
+EXIT_SIGINT = 130
 
 #: top-level options that consume the next token as their value
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
@@ -157,7 +158,7 @@ def run_cli(
     ------
     SystemExit
         With status :data:`EXIT_SIGTERM` (143) when a SIGTERM stopped the run (Lightning itself would
-        exit with status 0).
+        exit with status 0), :data:`EXIT_SIGINT` (130) after Ctrl-C / SIGINT.
     """
     tokens = list(sys.argv[1:] if args is None else args)
     if not tokens:
@@ -189,9 +190,22 @@ def run_cli(
         )
     except SIGTERMException:
         # Lightning's SIGTERMException is a SystemExit with status 0: a scheduler would record a success
-        command = f"{prog} {subcommand_from_args(tokens) or ''}".strip()
-        sys.stderr.write(f"{command}: interrupted by SIGTERM; the run did not finish\n")
+        _report_interruption(prog, tokens, "SIGTERM")
         raise SystemExit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:
+        _report_interruption(prog, tokens, "SIGINT")
+        raise SystemExit(EXIT_SIGINT) from None
+    except SystemExit as exit_:
+        # Lightning turns a KeyboardInterrupt inside fit/validate/predict into sys.exit(1)
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            _report_interruption(prog, tokens, "SIGINT")
+            raise SystemExit(EXIT_SIGINT) from None
+        raise
+
+
+def _report_interruption(prog: str, tokens: Sequence[str], signal_name: str) -> None:
+    command = f"{prog} {subcommand_from_args(tokens) or ''}".strip()
+    sys.stderr.write(f"{command}: interrupted by {signal_name}; the run did not finish\n")
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from viscy_utils.run_folder import remove_hpc_checkpoints
+
 __all__ = ["EmptyEpochError", "RunGuard"]
 
 
@@ -25,6 +27,9 @@ class RunGuard(Callback):
       ``test`` run to the end; this stops them at the next batch too, so a prediction interrupted by
       the scheduler never writes its output as if it had completed.
 
+    - A ``fit`` that finishes deletes the SLURM auto-requeue checkpoints (``hpc_ckpt_*.ckpt``) of
+      ``default_root_dir``: left there, the next run started in that directory would resume from them.
+
     The ``viscy``/``dynaclr`` command line adds this callback to every trainer it builds.
     """
 
@@ -42,12 +47,14 @@ class RunGuard(Callback):
             )
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Raise if ``fit`` ended without any training batch."""
+        """Raise if ``fit`` ended without any training batch; else drop the SLURM requeue checkpoints."""
         if trainer.fit_loop.max_batches == 0 and self._training_requested(trainer):
             raise EmptyEpochError(
                 "fit ran no training step: the training dataloader has no batch (fewer samples than batch_size "
                 "with drop_last, or every sample filtered out)"
             )
+        if trainer.is_global_zero:
+            remove_hpc_checkpoints(trainer)
 
     @staticmethod
     def _stop_on_sigterm(trainer: Trainer) -> None:
