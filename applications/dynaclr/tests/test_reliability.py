@@ -234,7 +234,9 @@ def test_slurm_warning_signal_saves_requeues_and_the_restart_resumes(run_dir):
     """SIGUSR1 (``--signal=SIGUSR1@120``) to a running `dynaclr fit` under SLURM, then a requeued restart."""
     tmp_path, config = run_dir
     config["trainer"].update(max_epochs=1, limit_train_batches=20, limit_val_batches=1)
+    config["data"]["init_args"]["batch_size"] = 2  # 20 steps in the epoch
     config["trainer"]["callbacks"] += [
+        {"class_path": "vu_toys.SlowSteps", "init_args": {"seconds": 0.5}},  # the signals land mid-epoch
         {"class_path": "vu_toys.TouchAfterBatches", "init_args": {"path": str(tmp_path / "started"), "batches": 2}},
         {"class_path": "vu_toys.RecordTrainStart", "init_args": {"path": str(tmp_path / "start.pt")}},
     ]
@@ -249,6 +251,7 @@ def test_slurm_warning_signal_saves_requeues_and_the_restart_resumes(run_dir):
     hpc = tmp_path / "slurm_4242" / "hpc_ckpt_1.ckpt"
     log = tmp_path / "scontrol.log"
     _wait_for(lambda: log.exists() and hpc.exists(), first, "the requeue checkpoint")
+    assert first.poll() is None, "the run ended before SLURM's SIGTERM"
     first.send_signal(signal.SIGTERM)  # what SLURM sends the requeued job
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 143, stderr[-3000:]

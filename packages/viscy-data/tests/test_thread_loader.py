@@ -62,3 +62,33 @@ def test_a_consumer_that_stops_early_leaves_no_thread_behind():
     assert batch.tolist() == [4, 5]
     assert not [t for t in threading.enumerate() if t.name == "viscy-loader-prefetch"]
     assert [b.tolist() for b in loader][:2] == [[0, 1], [2, 3]]  # and the loader starts over cleanly
+
+
+_SIGTERM_CHILD = """
+import signal, sys, time
+from viscy_data._utils import thread_worker_loader
+
+def handler(signum, frame):
+    print("handled", flush=True)
+    sys.exit(7)
+
+signal.signal(signal.SIGTERM, handler)
+assert [b.tolist() for b in thread_worker_loader(list(range(4)), batch_size=2, num_workers=2)] == [[0, 1], [2, 3]]
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_thread_workers_leave_the_process_sigterm_handler_in_place():
+    # torch's worker loop installs a worker-process SIGTERM handler; from a thread it is process-wide and
+    # a SIGTERM from the parent (a scheduler) ended the process with status 0, unseen by Lightning
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", _SIGTERM_CHILD], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=60)
+    assert (child.returncode, out.strip()) == (7, "handled")

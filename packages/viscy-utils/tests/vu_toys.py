@@ -132,6 +132,16 @@ class TouchAfterBatches(Callback):
         self._count()
 
 
+class SlowSteps(Callback):
+    """Sleep ``seconds`` after every training batch, so a signal reliably lands in the middle of a run."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args, **kwargs):
+        time.sleep(self.seconds)
+
+
 class RecordTrainStart(Callback):
     """Save the global step, epoch and optimizer state at the start of training to ``path`` (torch.save)."""
 

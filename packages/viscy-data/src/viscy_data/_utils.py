@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from functools import partial
 from queue import Empty, Full, Queue
 from typing import Any
 
@@ -199,9 +200,21 @@ def _read_norm_meta(position: Any) -> dict | None:
     return read_norm_meta(position.zattrs)
 
 
-def _restore_torch_threads(num_threads: int, worker_id: int) -> None:
-    """``worker_init_fn`` that undoes the DataLoader worker's ``torch.set_num_threads(1)``."""
-    torch.set_num_threads(num_threads)
+class _ThreadWorkerInit:
+    """``worker_init_fn`` of thread workers: undoes the worker loop's process-wide settings.
+
+    - ``torch.set_num_threads(1)`` (meant for worker processes) is set back to the caller's count;
+    - each worker reports that it has started, so that the loader can then take back SIGTERM (see
+      :meth:`ThreadWorkerLoader.__iter__`).
+    """
+
+    def __init__(self, num_threads: int) -> None:
+        self.num_threads = num_threads
+        self.started = threading.Semaphore(0)
+
+    def __call__(self, worker_id: int) -> None:
+        torch.set_num_threads(self.num_threads)
+        self.started.release()
 
 
 #: what the prefetch thread puts in the queue after the last batch (with the exception that ended it, if any)
@@ -258,6 +271,10 @@ def _prefetch(source: Iterator[Any], buffer_size: int, repeats: int) -> Iterator
         thread.join()
 
 
+#: how long the loader waits for its worker threads to start before taking back SIGTERM anyway
+_WORKER_START_TIMEOUT_S = 60.0
+
+
 class ThreadWorkerLoader(ThreadDataLoader):
     """``ThreadDataLoader`` whose read-ahead thread passes loader errors on to the training loop.
 
@@ -265,7 +282,32 @@ class ThreadWorkerLoader(ThreadDataLoader):
     """
 
     def __iter__(self) -> Iterator[Any]:
-        return _prefetch(super(ThreadDataLoader, self).__iter__(), self.buffer_size, self.repeats)
+        init = self.worker_init_fn if isinstance(self.worker_init_fn, _ThreadWorkerInit) else None
+        if init is not None:
+            init.started = threading.Semaphore(0)
+        source = super(ThreadDataLoader, self).__iter__()
+        if init is not None and self.num_workers > 0:
+            _reclaim_sigterm(init.started, self.num_workers)
+        return _prefetch(source, self.buffer_size, self.repeats)
+
+
+def _reclaim_sigterm(started: threading.Semaphore, num_workers: int) -> None:
+    """Reinstall the process's Python SIGTERM handler once the worker threads have started.
+
+    torch's worker loop installs C signal handlers meant for worker *processes*; from a worker thread
+    they replace the whole process's: a SIGTERM from the parent process (a scheduler's step daemon,
+    a shell) then ends the process at once with status 0, and Lightning never sees it. Re-setting the
+    Python-level handler (from the main thread) restores it; the window in between is a few
+    milliseconds per epoch.
+    """
+    deadline = time.monotonic() + _WORKER_START_TIMEOUT_S
+    for _ in range(num_workers):
+        if not started.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            break
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGTERM)
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def thread_worker_loader(dataset: Any, **kwargs: Any) -> ThreadWorkerLoader:
@@ -274,7 +316,9 @@ def thread_worker_loader(dataset: Any, **kwargs: Any) -> ThreadWorkerLoader:
     torch's worker loop calls ``torch.set_num_threads(1)``, which is meant for worker processes; in a
     worker *thread* it sets the count for the whole process, so the transforms that then run on the
     batches in the main thread (``on_after_batch_transfer``) lose their intra-op parallelism. The
-    worker init function sets the count back to what it was when the loader was built.
+    worker init function sets the count back to what it was when the loader was built. The worker loop
+    also installs worker-process signal handlers process-wide (a SIGTERM from the parent would end
+    the process with status 0); the loader reinstalls the Python SIGTERM handler once the workers run.
 
     An exception raised while reading a batch (in a worker thread or in the read-ahead thread) is
     raised by the loader's iterator in the consuming thread, with its original traceback: a failed
@@ -293,8 +337,5 @@ def thread_worker_loader(dataset: Any, **kwargs: Any) -> ThreadWorkerLoader:
         A ``monai.data.ThreadDataLoader``.
     """
     return ThreadWorkerLoader(
-        dataset,
-        use_thread_workers=True,
-        worker_init_fn=partial(_restore_torch_threads, torch.get_num_threads()),
-        **kwargs,
+        dataset, use_thread_workers=True, worker_init_fn=_ThreadWorkerInit(torch.get_num_threads()), **kwargs
     )
