@@ -278,3 +278,67 @@ def test_slurm_scripts_ask_for_the_warning_signal_and_requeue():
         assert "#SBATCH --signal=SIGUSR1@120" in text and "#SBATCH --requeue" in text, script
         assert "--trainer.default_root_dir" in text and "slurm_${SLURM_JOB_ID}" in text, script
         assert "uv run" not in text.split("srun", 1)[1], script  # uv would forward SIGUSR1 a second time
+
+
+_BUILD_INDEX = """
+import sys, time
+from dynaclr.experiment import ExperimentRegistry
+from dynaclr.index import MultiExperimentIndex
+
+registry = ExperimentRegistry.from_yaml(sys.argv[1])
+print("building", flush=True)
+start = time.perf_counter()
+MultiExperimentIndex(registry, (0, 3), (32, 32), tau_range_hours=(0.5, 1.5), cache_dir=sys.argv[2])
+print(f"done {time.perf_counter() - start:.3f}", flush=True)
+"""
+
+
+def _index(experiments_yaml, cache_dir=None):
+    from dynaclr.experiment import ExperimentRegistry
+    from dynaclr.index import MultiExperimentIndex
+
+    registry = ExperimentRegistry.from_yaml(experiments_yaml)
+    return MultiExperimentIndex(registry, (0, 3), (32, 32), tau_range_hours=(0.5, 1.5), cache_dir=cache_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kill_9_while_saving_the_index_cache_leaves_no_cache_that_looks_complete(run_dir, caplog):
+    import random
+
+    import pandas as pd
+
+    tmp_path, _ = run_dir
+    experiments_yaml = tmp_path / "data" / "experiments.yml"
+    reference = _index(experiments_yaml).tracks.drop(columns="position")
+
+    def start(cache_dir):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _BUILD_INDEX, str(experiments_yaml), str(cache_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout.readline().strip() == "building"
+        return process
+
+    full = start(tmp_path / "timing")
+    build_s = float(full.communicate(timeout=300)[0].split()[-1])
+    rng = random.Random(2)
+    for i, fraction in enumerate([0.0, 0.5, 0.8, 0.95, 1.0, 1.05]):
+        cache_dir = tmp_path / f"cache_{i}"
+        process = start(cache_dir)
+        time.sleep(build_s * fraction * rng.uniform(0.9, 1.1))
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        saved = sorted(cache_dir.glob("multi_experiment_index_*.parquet")) if cache_dir.exists() else []
+        assert len(saved) <= 1
+        with caplog.at_level("INFO", logger="dynaclr.index"):
+            caplog.clear()
+            index = _index(experiments_yaml, cache_dir)  # loads a complete cache or rebuilds and saves one
+        if saved:  # a cache file that exists is complete: it loads without a rebuild
+            assert "Loaded the multi-experiment index from cache" in caplog.text
+            assert "Ignoring the unreadable index cache" not in caplog.text
+        else:
+            assert "Saved the multi-experiment index cache" in caplog.text
+        pd.testing.assert_frame_equal(index.tracks.drop(columns="position"), reference)
+        assert len(list(cache_dir.glob("multi_experiment_index_*.parquet"))) == 1  # the re-run finished it
