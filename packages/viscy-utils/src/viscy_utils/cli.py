@@ -14,6 +14,7 @@ Other packages reuse the machinery for their own console scripts::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -39,6 +40,14 @@ SUBCOMMAND_HELP = {
     "export": "Export a model checkpoint to ONNX.",
     "precompute": "Pre-normalise channels of an HCS store into a float16 .npy stack.",
     "convert_to_anndata": "Convert a legacy xarray embeddings zarr store to an AnnData zarr store.",
+    "import-tracks": "Convert TrackMate XML, CTC res_track.txt or track tables into per-FOV tracks CSVs.",
+    "import-images": "Write a TIFF / OME-TIFF time-lapse as a position of an HCS OME-Zarr plate.",
+}
+
+#: subcommands that are plain functions of their arguments (no Lightning): name -> "module:function"
+TOOL_SUBCOMMANDS = {
+    "import-tracks": "viscy_utils.import_commands:import_tracks",
+    "import-images": "viscy_utils.import_commands:import_images",
 }
 
 #: subcommands that run without a model / without a data module
@@ -152,7 +161,8 @@ def run_cli(
     Returns
     -------
     VisCyCLI or None
-        The CLI object after the subcommand ran; ``None`` when only the top-level help was printed.
+        The CLI object after the subcommand ran; ``None`` when only the top-level help was printed or
+        a tool subcommand (``import-tracks``, ``import-images``) ran.
 
     Raises
     ------
@@ -166,6 +176,10 @@ def run_cli(
         raise SystemExit(2)
     if tokens[0] in ("-h", "--help"):
         sys.stdout.write(static_help(prog, description))
+        return None
+    if tokens[0] in TOOL_SUBCOMMANDS:
+        module, _, function = TOOL_SUBCOMMANDS[tokens[0]].partition(":")
+        getattr(importlib.import_module(module), function)(tokens[1:], prog=f"{prog} {tokens[0]}")
         return None
     _setup_environment()
     from lightning.pytorch import LightningDataModule, LightningModule
