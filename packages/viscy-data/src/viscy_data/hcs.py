@@ -19,9 +19,10 @@ from monai.transforms import CenterSpatialCropd, Compose, MapTransform, MultiSam
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from viscy_data._io import fov_name, open_plate
+from viscy_data._io import fov_name, open_plate, store_root
 from viscy_data._typing import ChannelMap, Sample
 from viscy_data._utils import _collate_samples, _ensure_channel_list, _read_norm_meta
+from viscy_data.norm_meta import check_norm_meta_complete
 from viscy_data.sliding_window import MaskTestDataset, SlidingWindowDataset
 
 __all__ = ["HCSDataModule", "MaskTestDataset", "SlidingWindowDataset"]
@@ -195,6 +196,8 @@ class HCSDataModule(LightningDataModule):
     def _check_norm_meta(self, positions: Sequence[Position]) -> None:
         if not any(_is_normalize_sampled(t) for t in self.normalizations):
             return
+        for root in sorted({store_root(p) for p in positions}):
+            check_norm_meta_complete(open_plate(root).zattrs, root)
         missing = [fov_name(p) for p in positions if _read_norm_meta(p) is None]
         if missing:
             raise ValueError(

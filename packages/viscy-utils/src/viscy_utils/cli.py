@@ -54,6 +54,10 @@ TOOL_SUBCOMMANDS = {
 MODEL_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "convert_to_anndata"})
 DATA_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "export", "convert_to_anndata"})
 
+#: exit status of a run stopped by SIGTERM or SIGINT (128 + signal number, as a shell reports a process killed by it)
+EXIT_SIGTERM = 143
+EXIT_SIGINT = 130
+
 #: top-level options that consume the next token as their value
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
 
@@ -184,6 +188,12 @@ def run_cli(
     VisCyCLI or None
         The CLI object after the subcommand ran; ``None`` when only the top-level help was printed or
         a tool subcommand (``import-tracks``, ``import-images``) ran.
+
+    Raises
+    ------
+    SystemExit
+        With status :data:`EXIT_SIGTERM` (143) when a SIGTERM stopped the run (Lightning itself would
+        exit with status 0), :data:`EXIT_SIGINT` (130) after Ctrl-C / SIGINT.
     """
     tune_cpu, tokens = split_tune_cpu(sys.argv[1:] if args is None else args)
     if args is None and len(tokens) < len(sys.argv) - 1:
@@ -200,23 +210,43 @@ def run_cli(
         return None
     _setup_environment(tune_cpu)
     from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from viscy_utils._lightning_cli import VisCyCLI
     from viscy_utils.trainer import VisCyTrainer
 
     parser_kwargs = {"prog": prog, "description": description, **cli_kwargs.pop("parser_kwargs", {})}
-    return VisCyCLI(
-        model_class=LightningModule,
-        datamodule_class=LightningDataModule,
-        trainer_class=trainer_class or VisCyTrainer,
-        seed_everything_default=cli_kwargs.pop("seed_everything_default", 42),
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs=parser_kwargs,
-        # None lets Lightning read sys.argv itself (it warns when given both)
-        args=None if args is None else tokens,
-        **cli_kwargs,
-    )
+    try:
+        return VisCyCLI(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            trainer_class=trainer_class or VisCyTrainer,
+            seed_everything_default=cli_kwargs.pop("seed_everything_default", 42),
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs=parser_kwargs,
+            # None lets Lightning read sys.argv itself (it warns when given both)
+            args=None if args is None else tokens,
+            **cli_kwargs,
+        )
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: a scheduler would record a success
+        _report_interruption(prog, tokens, "SIGTERM")
+        raise SystemExit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:
+        _report_interruption(prog, tokens, "SIGINT")
+        raise SystemExit(EXIT_SIGINT) from None
+    except SystemExit as exit_:
+        # Lightning turns a KeyboardInterrupt inside fit/validate/predict into sys.exit(1)
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            _report_interruption(prog, tokens, "SIGINT")
+            raise SystemExit(EXIT_SIGINT) from None
+        raise
+
+
+def _report_interruption(prog: str, tokens: Sequence[str], signal_name: str) -> None:
+    command = f"{prog} {subcommand_from_args(tokens) or ''}".strip()
+    sys.stderr.write(f"{command}: interrupted by {signal_name}; the run did not finish\n")
 
 
 def main() -> None:
