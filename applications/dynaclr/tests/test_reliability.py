@@ -69,14 +69,10 @@ def _write(config, path):
     return str(path)
 
 
-def _with_z_range(config, z_range):
-    data = config["data"]["init_args"]
-    data["z_range"] = list(z_range)
-    encoder = config["model"]["init_args"]["encoder"]["init_args"]
-    depth = z_range[1] - z_range[0]
-    encoder.update(in_stack_depth=depth, stem_kernel_size=[depth, 4, 4], stem_stride=[depth, 4, 4])
-    config["model"]["init_args"]["example_input_array_shape"][2] = depth
-    return config
+def _corrupt_fov(plate, fov):
+    """Truncate every timepoint's chunks of one FOV: the first batch that reads it fails."""
+    for t in range(SHAPE[0]):
+        corrupt_timepoint(plate, fov, t)
 
 
 @pytest.fixture(autouse=True)
@@ -87,26 +83,29 @@ def _quiet(monkeypatch):
         yield
 
 
-def test_z_range_beyond_the_plate_names_experiment_fov_timepoint_and_request(run_dir):
+def test_a_corrupt_chunk_names_experiment_fov_timepoint_and_request(run_dir):
     tmp_path, config = run_dir
-    init = {k: v for k, v in _with_z_range(config, (0, 6))["data"]["init_args"].items()}
+    corrupt_timepoint(tmp_path / "data" / "exp_a.zarr", "A/2/0", 3)  # exp_a is the training experiment
+    init = config["data"]["init_args"]
     dm = MultiExperimentDataModule(**{k: v for k, v in init.items() if k not in ("normalizations", "augmentations")})
     dm.setup("fit")
+    rows = list(range(len(dm.train_dataset)))
     with pytest.raises(ImageReadError) as info:
-        dm.train_dataset.__getitems__([0, 1])
+        for start in range(0, len(rows), 8):
+            dm.train_dataset.__getitems__(rows[start : start + 8])
     message = str(info.value)
-    assert "of experiment 'exp_a'" in message and "FOV '" in message and "at timepoint " in message
-    assert "(c=[Phase3D, GFP] z=0:6 y=" in message
+    assert "cannot read array '0' of FOV 'exp_a:A/2/0' at timepoint 3 (c=[Phase3D, GFP] z=0:3 y=" in message
     assert f"array shape {SHAPE}" in message
-    assert str(tmp_path / "data" / "exp_a.zarr") in message
-    assert "OUT_OF_RANGE" in message  # the original error is kept
+    assert str(tmp_path / "data" / "exp_a.zarr" / "A" / "2" / "0" / "0") in message
+    assert "Invalid blosc-compressed data" in message  # the original error is kept
 
 
-def test_fit_with_an_out_of_range_z_range_fails_and_saves_no_checkpoint(run_dir):
-    # was: every epoch's loader thread died, the epochs ran 0 batches and last.ckpt was saved at step 0
+def test_fit_with_a_corrupt_chunk_fails_and_saves_no_checkpoint(run_dir):
+    # was: the loader thread died, the epochs ran short (or 0 batches) and last.ckpt was saved as if trained
     tmp_path, config = run_dir
-    path = _write(_with_z_range(config, (0, 6)), tmp_path / "fit.yml")
-    with pytest.raises(ImageReadError, match=r"z=0:6 .*array shape \(6, 2, 3, 48, 48\)"):
+    _corrupt_fov(tmp_path / "data" / "exp_a.zarr", "A/2/0")
+    path = _write(config, tmp_path / "fit.yml")
+    with pytest.raises(ImageReadError, match=r"FOV 'exp_a:A/2/0' at timepoint \d .*array shape \(6, 2, 3, 48, 48\)"):
         run_cli(["fit", "-c", path], prog="dynaclr")
     assert not list(tmp_path.rglob("*.ckpt"))
 
@@ -119,7 +118,7 @@ def test_validate_with_a_corrupt_chunk_fails_naming_it(run_dir):
     with pytest.raises(ImageReadError) as info:
         run_cli(["validate", "-c", path], prog="dynaclr")
     message = str(info.value)
-    assert "FOV 'B/1/0' of experiment 'exp_b' at timepoint 4" in message
+    assert "FOV 'exp_b:B/1/0' at timepoint 4" in message
     assert str(tmp_path / "data" / "exp_b.zarr" / "B" / "1" / "0" / "0") in message
 
 
@@ -129,7 +128,7 @@ def test_predict_with_a_corrupt_chunk_fails_and_writes_no_store(run_dir):
     corrupt_timepoint(tmp_path / "data" / "exp_a.zarr", "A/2/0", 3)
     store = tmp_path / "embeddings.zarr"
     predict = _predict_config(config, "exp_a", store, None, tmp_path / "predict_logs")
-    with pytest.raises(ImageReadError, match="FOV 'A/2/0' of experiment 'exp_a' at timepoint 3"):
+    with pytest.raises(ImageReadError, match="FOV 'exp_a:A/2/0' at timepoint 3"):
         run_cli(["predict", "-c", _write(predict, tmp_path / "predict.yml")], prog="dynaclr")
     assert not store.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".embeddings.zarr")]  # no temporary store left
@@ -151,14 +150,15 @@ def test_predict_of_a_clean_plate_embeds_every_cell(run_dir):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_dynaclr_fit_exits_non_zero_naming_the_failed_read(run_dir):
-    """The reported case end to end: `dynaclr fit` on a Z = 3 plate with z_range [0, 6]."""
+    """The reported case end to end: `dynaclr fit` on a plate with truncated chunk files."""
     tmp_path, config = run_dir
-    path = _write(_with_z_range(config, (0, 6)), tmp_path / "fit.yml")
+    _corrupt_fov(tmp_path / "data" / "exp_a.zarr", "A/2/0")
+    path = _write(config, tmp_path / "fit.yml")
     dynaclr = shutil.which("dynaclr", path=os.path.dirname(sys.executable)) or "dynaclr"
     result = subprocess.run([dynaclr, "fit", "-c", path], cwd=tmp_path, capture_output=True, text=True, timeout=540)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "ImageReadError: cannot read array '0' of FOV" in result.stderr
-    assert "z=0:6" in result.stderr
+    assert "Invalid blosc-compressed data" in result.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
 
 

@@ -16,8 +16,8 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from viscy_data._utils import _collate_samples
-from viscy_data.loading import thread_worker_loader
 from viscy_data.distributed import ShardedDistributedSampler
+from viscy_data.loading import thread_worker_loader
 
 __all__ = [
     "BatchedConcatDataModule",

@@ -50,7 +50,6 @@ class ImageReadError(RuntimeError):
         array: str,
         request: Mapping[str, Any],
         shape: Sequence[int] | None = None,
-        source: str | None = None,
     ) -> ImageReadError:
         """Build the error for a failed read of ``request`` (axis name -> index) of one array.
 
@@ -61,7 +60,7 @@ class ImageReadError(RuntimeError):
         path : str or pathlib.Path
             File (array directory) that was read.
         fov : str
-            FOV name, e.g. ``"A/1/0"``.
+            FOV name, e.g. ``"A/1/0"`` (or ``"experiment:A/1/0"`` where FOVs of several plates are read).
         timepoint : int
             Timepoint index.
         array : str
@@ -70,14 +69,11 @@ class ImageReadError(RuntimeError):
             Index per axis (slices, lists or ints), in axis order.
         shape : sequence of int, optional
             Shape of the array, when known (tells an out-of-range request at a glance).
-        source : str, optional
-            Where the FOV comes from, e.g. an experiment name.
         """
-        where = f"FOV '{fov}'" if source is None else f"FOV '{fov}' of {source}"
         region = " ".join(f"{axis}={_format_index(index)}" for axis, index in request.items())
         region = f" ({region})" if region else ""
         shape_text = "" if shape is None else f" (array shape {tuple(int(s) for s in shape)})"
         return cls(
-            f"cannot read array '{array}' of {where} at timepoint {int(timepoint)}{region} from {path}"
+            f"cannot read array '{array}' of FOV '{fov}' at timepoint {int(timepoint)}{region} from {path}"
             f"{shape_text}: {type(error).__name__}: {error}"
         )
