@@ -2,7 +2,7 @@
 
 The corrupt chunk is a truncated chunk file (what an interrupted copy leaves); the loaders are the ones
 users run: HCSDataModule with worker processes, TripletDataModule with thread workers, and both
-under a Lightning ``fit``.
+under Lightning's ``fit``, ``validate`` and ``predict``.
 """
 
 import warnings
@@ -63,8 +63,9 @@ def test_hcs_loader_raises_the_named_error_from_worker_processes(corrupt_plate, 
     assert "(c=[Phase3D] z=0:2)" in str(info.value)  # prediction reads the source channel only
 
 
-def _triplet(plate, num_workers, z_range=(0, 2)):
+def _triplet(plate, num_workers, z_range=(0, 2), return_negative=True):
     return TripletDataModule(
+        return_negative=return_negative,
         data_path=plate.store_path,
         tracks_path=plate.tracks_path,
         source_channel=["Phase3D", "GFP"],
@@ -98,6 +99,12 @@ class _Tiny(LightningModule):
         images = batch["source"] if "source" in batch else batch["anchor"]
         return (images.float().mean() * self.weight).sum() + self.weight.pow(2).sum()
 
+    def validation_step(self, batch, batch_idx):
+        self.log("loss", self.training_step(batch, batch_idx))
+
+    def predict_step(self, batch, batch_idx):
+        return self.training_step(batch, batch_idx)
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
@@ -106,7 +113,15 @@ class _Tiny(LightningModule):
 @pytest.mark.parametrize("loader", ["hcs_processes", "triplet_threads"])
 def test_fit_stops_with_the_read_error_instead_of_a_short_epoch(corrupt_plate, tmp_path, loader):
     dm = _hcs(corrupt_plate, 2) if loader == "hcs_processes" else _triplet(corrupt_plate, 2)
-    trainer = Trainer(
+    trainer = _trainer(tmp_path, limit_val_batches=0)
+    with pytest.raises(ImageReadError) as info:
+        trainer.fit(_Tiny(), datamodule=dm)
+    _assert_names_the_culprit(str(info.value), corrupt_plate)
+    assert trainer.state.status == "interrupted"
+
+
+def _trainer(tmp_path, **kwargs):
+    return Trainer(
         accelerator="cpu",
         max_epochs=2,
         logger=False,
@@ -114,10 +129,24 @@ def test_fit_stops_with_the_read_error_instead_of_a_short_epoch(corrupt_plate, t
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
         default_root_dir=tmp_path,
+        **kwargs,
     )
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("stage", ["validate", "predict"])
+@pytest.mark.parametrize("loader", ["hcs_processes", "triplet_threads"])
+def test_validate_and_predict_stop_with_the_read_error(corrupt_plate, tmp_path, loader, stage):
+    for fov in corrupt_plate.fov_names:  # whichever FOVs the validation split holds, one of them fails
+        if fov != BAD_FOV:
+            corrupt_timepoint(corrupt_plate.store_path, fov, BAD_T)
+    # the validation FOV of this plate has a single track: no negatives to draw (not the point here)
+    dm = _hcs(corrupt_plate, 2) if loader == "hcs_processes" else _triplet(corrupt_plate, 2, return_negative=False)
+    trainer = _trainer(tmp_path)
     with pytest.raises(ImageReadError) as info:
-        trainer.fit(_Tiny(), datamodule=dm)
-    _assert_names_the_culprit(str(info.value), corrupt_plate)
+        getattr(trainer, stage)(_Tiny(), datamodule=dm)
+    message = str(info.value)
+    assert f"timepoint {BAD_T}" in message and "array '0'" in message and "array shape (4, 2, 2, 64, 64)" in message
+    assert str(corrupt_plate.store_path) in message
     assert trainer.state.status == "interrupted"
