@@ -147,6 +147,7 @@ def _store_state(store, expected_rows):
 @pytest.mark.parametrize("previous", [False, True], ids=["new_store", "replacing_a_store"])
 def test_kill_9_during_predict_leaves_no_partial_embeddings(tmp_path, toys, monkeypatch, previous):
     monkeypatch.setattr(sys, "argv", ["viscy"])
+    monkeypatch.chdir(tmp_path)  # without a logger, the in-process runs save their config.yaml in the working directory
     from viscy_utils.cli import run_cli
 
     store = tmp_path / "embeddings.zarr"
