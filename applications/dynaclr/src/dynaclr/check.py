@@ -103,7 +103,7 @@ def argument_problems(args: Mapping[str, Any]) -> CheckReport:
         if not ok:
             error(key, f"{key} must be a number in [0, {'1)' if upper_open else '1]'}, got {value!r}")
 
-    if "experiments_yaml" in args and not isinstance(args["experiments_yaml"], (str, Path)):
+    if args.get("experiments_yaml") is not None and not isinstance(args["experiments_yaml"], (str, Path)):
         error(
             "experiments_yaml",
             f"experiments_yaml must be the path of an experiments file, got {args['experiments_yaml']!r}",
@@ -208,15 +208,24 @@ def _quiet(*names: str) -> Iterator[None]:
 
 class _DataModuleCheck:
     def __init__(
-        self, dm, stage: str, world_size: int, report: CheckReport, bad_keys: set[str], debug: bool = False
+        self,
+        dm,
+        stage: str,
+        world_size: int,
+        report: CheckReport,
+        bad_keys: set[str],
+        debug: bool = False,
+        config_file: str | None = None,
     ) -> None:
         self.dm = dm
+        self.config_file = config_file
         self.debug = debug
         self.stage = stage
         self.world_size = max(int(world_size), 1)
         self.report = report
         self.bad = bad_keys
         self.file = str(dm.experiments_yaml)
+        self.all_names: list[str] = []  # every experiment name of the file, valid entries or not
         self.experiments: list = []  # ExperimentConfig that can be checked against their plates
         self.plate_ok: set[str] = set()
         self.tracks_ok: set[str] = set()
@@ -285,7 +294,9 @@ class _DataModuleCheck:
             missing = sorted(set(values or []) - known)
             if missing and key not in self.bad:
                 self.report.error(
-                    f"{missing} are not experiments of {self.file} (has {self.all_names})", key=_PREFIX + key
+                    f"{missing} are not experiments of {self.file} (has {self.all_names})",
+                    file=self.config_file,
+                    key=_PREFIX + key,
                 )
 
         if self.stage == "predict":
@@ -297,6 +308,7 @@ class _DataModuleCheck:
         if known and "val_experiments" not in self.bad and not known - set(dm.val_experiments or []):
             self.report.error(
                 f"every experiment is in val_experiments {list(dm.val_experiments)}: none is left for training",
+                file=self.config_file,
                 key=_PREFIX + "val_experiments",
             )
 
@@ -313,6 +325,7 @@ class _DataModuleCheck:
                     self.report.error(
                         f"{type(transform).__name__} uses keys {bad}, but the channel keys are {allowed} (the "
                         "positions of source_channel, whatever the channel names)",
+                        file=self.config_file,
                         key=f"{_PREFIX}{list_name}[{i}].init_args.keys",
                     )
         dropout = self.dm.channel_dropout_channels
@@ -322,6 +335,7 @@ class _DataModuleCheck:
                 self.report.error(
                     f"channel_dropout_channels {outside} are not input positions: the experiments have {n} source "
                     f"channel(s), positions 0..{n - 1} (the default is [1]; use [] to disable channel dropout)",
+                    file=self.config_file,
                     key=_PREFIX + "channel_dropout_channels",
                 )
 
@@ -566,6 +580,7 @@ class _DataModuleCheck:
             if unknown:
                 self.report.error(
                     f"{unknown} are not conditions of any experiment (conditions: {sorted(all_conditions)})",
+                    file=self.config_file,
                     key=_PREFIX + "condition_ratio",
                 )
 
@@ -633,6 +648,7 @@ class _DataModuleCheck:
             if len(index.tracks) == 0:
                 self.report.error(
                     f"the predicted experiments {names} have no observation to embed",
+                    file=self.config_file,
                     key=_PREFIX + "predict_experiments",
                 )
             self.report.notes.append(f"{len(names)} experiment(s), {len(index.tracks)} observations to embed")
@@ -664,6 +680,7 @@ class _DataModuleCheck:
                 f"anchors, the training experiments have {n_anchors}: an epoch would have no batch"
                 + (" on some processes" if self.world_size > 1 else "")
                 + "; lower batch_size",
+                file=self.config_file,
                 key=_PREFIX + "batch_size",
             )
         note = f"{len(train)} training experiment(s): {len(index.tracks)} observations, {n_anchors} anchors"
@@ -677,6 +694,7 @@ class _DataModuleCheck:
             if len(val_index.valid_anchors) == 0:
                 self.report.error(
                     f"the validation experiments {val} have no valid anchor within tau_range {list(dm.tau_range)} h",
+                    file=self.config_file,
                     key=_PREFIX + "val_experiments",
                 )
             self.report.notes.append(f"{len(val)} validation experiment(s): {len(val_index.valid_anchors)} anchors")
@@ -717,6 +735,7 @@ def check_datamodule(
     report: CheckReport | None = None,
     bad_keys: set[str] | None = None,
     debug: bool = False,
+    config_file: str | Path | None = None,
 ) -> CheckReport:
     """Check a :class:`~dynaclr.datamodule.MultiExperimentDataModule` and every experiment it names.
 
@@ -738,6 +757,8 @@ def check_datamodule(
         When None, the arguments are read from ``dm`` and checked here.
     debug : bool
         Let unexpected exceptions propagate (with their traceback) instead of reporting them as errors.
+    config_file : str or Path, optional
+        The config the data module comes from, named in the problems of its arguments.
 
     Returns
     -------
@@ -750,7 +771,8 @@ def check_datamodule(
         report.extend(found.problems)
         bad_keys = {p.key.removeprefix(_PREFIX) for p in found.problems if p.key}
     if stage in _CHECKED_STAGES:
-        _DataModuleCheck(dm, stage, world_size, report, bad_keys, debug).run(keep_indices)
+        config_file = None if config_file is None else str(config_file)
+        _DataModuleCheck(dm, stage, world_size, report, bad_keys, debug, config_file).run(keep_indices)
     return report
 
 
@@ -875,7 +897,9 @@ def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> 
     except Exception as err:
         report.error(f"cannot build {cls.__name__} ({type(err).__name__}: {err})", file=path, key="data.init_args")
         return report
-    return check_datamodule(dm, stage, world_size=_world_size(config), report=report, bad_keys=bad, debug=debug)
+    return check_datamodule(
+        dm, stage, world_size=_world_size(config), report=report, bad_keys=bad, debug=debug, config_file=path
+    )
 
 
 # ---------------------------------------------------------------------------------------------- command
