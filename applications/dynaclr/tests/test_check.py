@@ -1011,3 +1011,12 @@ def test_index_warns_with_counts_of_dropped_rows_and_unknown_conditions(setup, c
 def test_index_refuses_include_wells_not_in_row_col_form(setup):
     with pytest.raises(ValueError, match="include_wells: well 'B1' is not in row/col form: write 'B/1'"):
         MultiExperimentIndex(_registry(setup), slice(0, 2), (32, 32), include_wells=["B1"])
+
+
+def test_validate_stage_checks_validation_not_training_batches(setup):
+    setup.args.update(batch_size=4096)  # too large for training, irrelevant to validation
+    assert setup.check(stage="validate").ok
+    setup.args.update(val_experiments=[])
+    report = setup.check(stage="validate")
+    assert [p.key for p in report.errors] == ["data.init_args.val_experiments"]
+    assert "nothing to validate" in report.errors[0].message

@@ -331,7 +331,7 @@ class _DataModuleCheck:
         dropout = self.dm.channel_dropout_channels
         if "channel_dropout_channels" not in self.bad:
             outside = [c for c in dropout if c >= n]
-            if outside and self.stage != "predict":
+            if outside and self.stage == "fit":
                 self.report.error(
                     f"channel_dropout_channels {outside} are not input positions: the experiments have {n} source "
                     f"channel(s), positions 0..{n - 1} (the default is [1]; use [] to disable channel dropout)",
@@ -608,7 +608,8 @@ class _DataModuleCheck:
             usable = [k for k in range(max(lo, -(n_t - 1)), min(hi, n_t - 1) + 1) if k != 0]
             if not usable:
                 unusable[name] = f"{name}: {exp.interval_minutes:g} min/frame -> frames {lo}..{hi}, {n_t} timepoints"
-        for group, names in (("training", train), ("validation", val)):
+        groups = [("validation", val)] if self.stage == "validate" else [("training", train), ("validation", val)]
+        for group, names in groups:
             bad = [unusable[n] for n in names if n in unusable]
             if names and len(bad) == len(names):
                 self.report.error(
@@ -654,16 +655,37 @@ class _DataModuleCheck:
             self.report.notes.append(f"{len(names)} experiment(s), {len(index.tracks)} observations to embed")
             return
         train, val = self.train_val_names()
-        index = build(train)
+        index = build(train)  # setup builds the training index for validate too
+        if self.stage == "fit":
+            self.check_training_anchors(index, train)
+        if val:
+            val_index = build(val)
+            if len(val_index.valid_anchors) == 0:
+                self.report.error(
+                    f"the validation experiments {val} have no valid anchor within tau_range {list(dm.tau_range)} h",
+                    file=self.config_file,
+                    key=_PREFIX + "val_experiments",
+                )
+            self.report.notes.append(f"{len(val)} validation experiment(s): {len(val_index.valid_anchors)} anchors")
+        elif self.stage == "validate":
+            self.report.error(
+                "validate needs val_experiments: without them there is nothing to validate",
+                file=self.config_file,
+                key=_PREFIX + "val_experiments",
+            )
+
+    def check_training_anchors(self, index, train: list[str]) -> None:
+        dm = self.dm
         n_anchors = len(index.valid_anchors)
         per_exp = index.valid_anchors["experiment"].astype(str).value_counts() if n_anchors else {}
+        tracks_paths = {e.name: e.tracks_path for e in self.experiments}
         for name in train:
             if n_anchors and not per_exp.get(name, 0):
                 self.report.warning(
                     f"no valid anchor: no cell has a later observation of its lineage within tau_range "
                     f"{list(dm.tau_range)} h",
                     experiment=name,
-                    file=exps[name].tracks_path,
+                    file=tracks_paths[name],
                     key=_PREFIX + "tau_range",
                 )
         if n_anchors == 0:
@@ -689,15 +711,6 @@ class _DataModuleCheck:
             if self.world_size > 1:
                 note += " per process"
         self.report.notes.append(note)
-        if val:
-            val_index = build(val)
-            if len(val_index.valid_anchors) == 0:
-                self.report.error(
-                    f"the validation experiments {val} have no valid anchor within tau_range {list(dm.tau_range)} h",
-                    file=self.config_file,
-                    key=_PREFIX + "val_experiments",
-                )
-            self.report.notes.append(f"{len(val)} validation experiment(s): {len(val_index.valid_anchors)} anchors")
 
     def run(self, keep_indices: bool) -> None:
         self.load_experiments()
