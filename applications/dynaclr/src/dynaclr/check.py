@@ -190,6 +190,11 @@ class _Experiment:
     n_fovs: int = 0
     n_with_meta: int = 0
     without_meta: list = field(default_factory=list)
+    geometry: dict = field(default_factory=lambda: defaultdict(list))  # (key, message) -> FOVs
+    meta_missing: dict = field(default_factory=lambda: defaultdict(list))  # (channel, message) -> FOVs
+    no_csv: list = field(default_factory=list)  # FOVs
+    no_rows: list = field(default_factory=list)  # FOVs
+    dropped: dict = field(default_factory=dict)  # FOV -> FovTracks with rows the index leaves out
 
 
 @contextmanager
@@ -293,11 +298,7 @@ class _DataModuleCheck:
         def unknown(key: str, values) -> None:
             missing = sorted(set(values or []) - known)
             if missing and key not in self.bad:
-                self.report.error(
-                    f"{missing} are not experiments of {self.file} (has {self.all_names})",
-                    file=self.config_file,
-                    key=_PREFIX + key,
-                )
+                self.config_error(f"{missing} are not experiments of {self.file} (has {self.all_names})", key)
 
         if self.stage == "predict":
             unknown("predict_experiments", dm.predict_experiments)
@@ -306,10 +307,9 @@ class _DataModuleCheck:
         if dm.experiment_weights is not None and "experiment_weights" not in self.bad:
             unknown("experiment_weights", dm.experiment_weights)
         if known and "val_experiments" not in self.bad and not known - set(dm.val_experiments or []):
-            self.report.error(
+            self.config_error(
                 f"every experiment is in val_experiments {list(dm.val_experiments)}: none is left for training",
-                file=self.config_file,
-                key=_PREFIX + "val_experiments",
+                "val_experiments",
             )
 
     def check_transforms(self) -> None:
@@ -322,21 +322,19 @@ class _DataModuleCheck:
                 keys = [str(k) for k in (getattr(transform, "keys", None) or ())]
                 bad = [k for k in keys if k not in allowed]
                 if bad and not getattr(transform, "allow_missing_keys", False):
-                    self.report.error(
+                    self.config_error(
                         f"{type(transform).__name__} uses keys {bad}, but the channel keys are {allowed} (the "
                         "positions of source_channel, whatever the channel names)",
-                        file=self.config_file,
-                        key=f"{_PREFIX}{list_name}[{i}].init_args.keys",
+                        f"{list_name}[{i}].init_args.keys",
                     )
         dropout = self.dm.channel_dropout_channels
         if "channel_dropout_channels" not in self.bad:
             outside = [c for c in dropout if c >= n]
             if outside and self.stage == "fit":
-                self.report.error(
+                self.config_error(
                     f"channel_dropout_channels {outside} are not input positions: the experiments have {n} source "
                     f"channel(s), positions 0..{n - 1} (the default is [1]; use [] to disable channel dropout)",
-                    file=self.config_file,
-                    key=_PREFIX + "channel_dropout_channels",
+                    "channel_dropout_channels",
                 )
 
     def norm_requirements(self) -> list[tuple[int, str, int, str, tuple[str, ...]]]:
@@ -355,26 +353,13 @@ class _DataModuleCheck:
 
     # ------------------------------------------------------------------ plates and tracks
     def check_plate(self, exp, needs) -> None:
+        """Read every used FOV of an experiment (image shape, metadata, tracks) and report what is wrong."""
         from iohub.ngff import open_ome_zarr
-
-        from dynaclr.validation import (
-            describe_dropped_rows,
-            first_csv,
-            geometry_problems,
-            read_tracks_csv,
-        )
-        from viscy_data.norm_meta import NORM_META_KEY
 
         dm = self.dm
         found = self.found.setdefault(exp.name, _Experiment())
-        z_range = None if "z_range" in self.bad else slice(*dm.z_range)
-        patch = None if "yx_patch_size" in self.bad else tuple(dm.yx_patch_size)
         include = None if "include_wells" in self.bad else dm.include_wells
         exclude = set(dm.exclude_fovs or []) if "exclude_fovs" not in self.bad else set()
-        geometry: dict[tuple[str, str], list[str]] = defaultdict(list)
-        meta_missing: dict[tuple[str, str], list[str]] = defaultdict(list)
-        no_csv, no_rows, dropped = [], [], {}
-        tracks_root = Path(exp.tracks_path)
         with open_ome_zarr(exp.data_path, layout="hcs", mode="r") as plate:
             for name, position in plate.positions():
                 fov = name.strip("/")
@@ -383,55 +368,65 @@ class _DataModuleCheck:
                 if (include is not None and well not in include) or fov in exclude:
                     found.filtered_wells.add(well)
                     continue
-                found.n_fovs += 1
-                shape = tuple(int(s) for s in position["0"].shape)
-                found.n_timepoints = max(found.n_timepoints, shape[0])
-                if z_range is not None and patch is not None:
-                    for key, message in geometry_problems(shape, z_range, patch):
-                        geometry[(key, message)].append(fov)
-                raw = position.zattrs.get(NORM_META_KEY)
-                if raw is None:
-                    found.without_meta.append(fov)
+                self.scan_fov(exp, found, fov, well, position, needs)
+        self.report_plate(exp, found)
+
+    def scan_fov(self, exp, found: _Experiment, fov: str, well: str, position, needs) -> None:
+        from dynaclr.validation import first_csv, geometry_problems, read_tracks_csv
+        from viscy_data.norm_meta import NORM_META_KEY
+
+        found.n_fovs += 1
+        shape = tuple(int(s) for s in position["0"].shape)
+        found.n_timepoints = max(found.n_timepoints, shape[0])
+        if not {"z_range", "yx_patch_size"} & self.bad:
+            for key, message in geometry_problems(shape, slice(*self.dm.z_range), tuple(self.dm.yx_patch_size)):
+                found.geometry[(key, message)].append(fov)
+        raw = position.zattrs.get(NORM_META_KEY)
+        if raw is None:
+            found.without_meta.append(fov)
+        else:
+            found.n_with_meta += 1
+            for position_index, level, _, _, stats in needs:
+                channel = self.channel_name(exp, position_index)
+                if channel is None:
+                    continue
+                if channel not in raw:
+                    message = f"has no channel '{channel}' (has {sorted(raw)})"
+                elif level not in raw[channel]:
+                    message = f"has no '{level}' for channel '{channel}'"
+                elif level != "timepoint_statistics" and any(s not in raw[channel][level] for s in stats):
+                    message = f"has no statistics {[s for s in stats if s not in raw[channel][level]]} in '{level}'"
                 else:
-                    found.n_with_meta += 1
-                    for position_index, level, _, _, stats in needs:
-                        channel = self.channel_name(exp, position_index)
-                        if channel is None:
-                            continue
-                        if channel not in raw:
-                            meta_missing[(channel, f"has no channel '{channel}' (has {sorted(raw)})")].append(fov)
-                        elif level not in raw[channel]:
-                            meta_missing[(channel, f"has no '{level}' for channel '{channel}'")].append(fov)
-                        elif level != "timepoint_statistics":
-                            absent = [s for s in stats if s not in raw[channel][level]]
-                            if absent:
-                                meta_missing[
-                                    (channel, f"has no statistics {absent} in '{level}' of '{channel}'")
-                                ].append(fov)
-                if exp.name not in self.tracks_ok:
                     continue
-                csv = first_csv(tracks_root / fov)
-                if csv is None:
-                    no_csv.append(fov)
-                    continue
-                fov_tracks = read_tracks_csv(csv, (shape[0], shape[-2], shape[-1]))
-                for message in fov_tracks.errors:
-                    self.report.error(message, experiment=exp.name, file=csv, key="tracks_path")
-                if fov_tracks.table is None:
-                    continue
-                if fov_tracks.n_dropped:
-                    dropped[fov] = fov_tracks
-                if len(fov_tracks.table) == 0:
-                    no_rows.append(fov)
-                found.cells_per_well[well] += len(fov_tracks.table) - fov_tracks.n_dropped
-        for (key, message), fovs in geometry.items():
+                found.meta_missing[(channel, message)].append(fov)
+        if exp.name not in self.tracks_ok:
+            return
+        csv = first_csv(Path(exp.tracks_path) / fov)
+        if csv is None:
+            found.no_csv.append(fov)
+            return
+        fov_tracks = read_tracks_csv(csv, (shape[0], shape[-2], shape[-1]))
+        for message in fov_tracks.errors:
+            self.report.error(message, experiment=exp.name, file=csv, key="tracks_path")
+        if fov_tracks.table is None:
+            return
+        if fov_tracks.n_dropped:
+            found.dropped[fov] = fov_tracks
+        if len(fov_tracks.table) == 0:
+            found.no_rows.append(fov)
+        found.cells_per_well[well] += len(fov_tracks.table) - fov_tracks.n_dropped
+
+    def report_plate(self, exp, found: _Experiment) -> None:
+        from dynaclr.validation import describe_dropped_rows
+
+        for (key, message), fovs in found.geometry.items():
             self.report.error(
                 f"FOV{'s' * (len(fovs) > 1)} {_listed(fovs)}: {message}",
                 experiment=exp.name,
                 file=exp.data_path,
                 key=_PREFIX + key,
             )
-        for (channel, message), fovs in meta_missing.items():
+        for (channel, message), fovs in found.meta_missing.items():
             self.report.error(
                 f"normalisation metadata of {len(fovs)} FOV(s) ({_listed(fovs)}) {message}, which NormalizeSampled "
                 f"reads; write it with: {preprocess_command(exp.data_path, [channel])}",
@@ -439,42 +434,32 @@ class _DataModuleCheck:
                 file=exp.data_path,
                 key=_PREFIX + "normalizations",
             )
-        if exp.name in self.tracks_ok:
-            if found.n_fovs and len(no_csv) == found.n_fovs:
-                self.report.error(
-                    f"no tracking CSV for any of the {found.n_fovs} FOVs (looked for "
-                    f"{tracks_root / no_csv[0]}/*.csv and the like)",
-                    experiment=exp.name,
-                    file=tracks_root,
-                    key="tracks_path",
-                )
-            elif no_csv:
-                self.report.warning(
-                    f"{len(no_csv)} FOV(s) have no tracking CSV and are left out: {_listed(no_csv)}",
-                    experiment=exp.name,
-                    file=tracks_root,
-                    key="tracks_path",
-                )
-            if no_rows:
-                self.report.warning(
-                    f"{len(no_rows)} tracking CSV(s) have a header but no rows: {_listed(no_rows)}",
-                    experiment=exp.name,
-                    file=tracks_root,
-                    key="tracks_path",
-                )
-            if dropped:
-                self.report.warning(
-                    describe_dropped_rows(dropped), experiment=exp.name, file=tracks_root, key="tracks_path"
-                )
         if found.n_fovs == 0:
+            filters = f"include_wells {self.dm.include_wells}, exclude_fovs {self.dm.exclude_fovs}"
+            message = f"no FOV of the plate is used ({filters})" if found.filtered_wells else "the plate has no FOV"
+            self.report.error(message, experiment=exp.name, file=exp.data_path, key="data_path")
+        if exp.name not in self.tracks_ok:
+            return
+        tracks_root = Path(exp.tracks_path)
+        messages = []
+        if found.n_fovs and len(found.no_csv) == found.n_fovs:
             self.report.error(
-                f"no FOV of the plate is used (include_wells {dm.include_wells}, exclude_fovs {dm.exclude_fovs})"
-                if found.filtered_wells
-                else "the plate has no FOV",
+                f"no tracking CSV for any of the {found.n_fovs} FOVs (looked for "
+                f"{tracks_root / found.no_csv[0]}/*.csv and the like)",
                 experiment=exp.name,
-                file=exp.data_path,
-                key="data_path",
+                file=tracks_root,
+                key="tracks_path",
             )
+        elif found.no_csv:
+            messages.append(
+                f"{len(found.no_csv)} FOV(s) have no tracking CSV and are left out: {_listed(found.no_csv)}"
+            )
+        if found.no_rows:
+            messages.append(f"{len(found.no_rows)} tracking CSV(s) have a header but no rows: {_listed(found.no_rows)}")
+        if found.dropped:
+            messages.append(describe_dropped_rows(found.dropped))
+        for message in messages:
+            self.report.warning(message, experiment=exp.name, file=tracks_root, key="tracks_path")
 
     def channel_name(self, exp, position_index: int) -> str | None:
         if position_index >= len(exp.source_channel):
@@ -578,10 +563,9 @@ class _DataModuleCheck:
         if ratio and "condition_ratio" not in self.bad and all_conditions and self.stage != "predict":
             unknown = sorted(set(ratio) - all_conditions)
             if unknown:
-                self.report.error(
+                self.config_error(
                     f"{unknown} are not conditions of any experiment (conditions: {sorted(all_conditions)})",
-                    file=self.config_file,
-                    key=_PREFIX + "condition_ratio",
+                    "condition_ratio",
                 )
 
     # ------------------------------------------------------------------ tau and the index
@@ -647,10 +631,9 @@ class _DataModuleCheck:
             names = self.used_names()
             index = build(names)
             if len(index.tracks) == 0:
-                self.report.error(
+                self.config_error(
                     f"the predicted experiments {names} have no observation to embed",
-                    file=self.config_file,
-                    key=_PREFIX + "predict_experiments",
+                    "predict_experiments",
                 )
             self.report.notes.append(f"{len(names)} experiment(s), {len(index.tracks)} observations to embed")
             return
@@ -661,17 +644,15 @@ class _DataModuleCheck:
         if val:
             val_index = build(val)
             if len(val_index.valid_anchors) == 0:
-                self.report.error(
+                self.config_error(
                     f"the validation experiments {val} have no valid anchor within tau_range {list(dm.tau_range)} h",
-                    file=self.config_file,
-                    key=_PREFIX + "val_experiments",
+                    "val_experiments",
                 )
             self.report.notes.append(f"{len(val)} validation experiment(s): {len(val_index.valid_anchors)} anchors")
         elif self.stage == "validate":
-            self.report.error(
+            self.config_error(
                 "validate needs val_experiments: without them there is nothing to validate",
-                file=self.config_file,
-                key=_PREFIX + "val_experiments",
+                "val_experiments",
             )
 
     def check_training_anchors(self, index, train: list[str]) -> None:
@@ -697,13 +678,12 @@ class _DataModuleCheck:
             )
         elif "batch_size" not in self.bad and n_anchors // dm.batch_size < self.world_size:
             processes = f" on {self.world_size} processes" if self.world_size > 1 else ""
-            self.report.error(
+            self.config_error(
                 f"batch_size {dm.batch_size}{processes} needs at least {dm.batch_size * self.world_size} training "
                 f"anchors, the training experiments have {n_anchors}: an epoch would have no batch"
                 + (" on some processes" if self.world_size > 1 else "")
                 + "; lower batch_size",
-                file=self.config_file,
-                key=_PREFIX + "batch_size",
+                "batch_size",
             )
         note = f"{len(train)} training experiment(s): {len(index.tracks)} observations, {n_anchors} anchors"
         if "batch_size" not in self.bad and dm.batch_size:
@@ -727,6 +707,10 @@ class _DataModuleCheck:
         if self.report.ok and self.experiments:
             with self.unexpected("cannot build the index of observations", None, self.file):
                 self.check_index(keep_indices)
+
+    def config_error(self, message: str, key: str) -> None:
+        """Report an error of the data module argument ``key`` (named with the config file, when known)."""
+        self.report.error(message, file=self.config_file, key=_PREFIX + key)
 
     @contextmanager
     def unexpected(self, what: str, experiment: str | None, file) -> Iterator[None]:
