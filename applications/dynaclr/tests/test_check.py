@@ -344,7 +344,7 @@ CASES = [
         _args(batchsize=8),
         "data.init_args.batchsize",
         _config,
-        ("batch_size",),
+        ("did you mean 'batch_size'?",),
     ),
     Case(
         "unknown_val_experiment",
@@ -433,7 +433,7 @@ CASES = [
         lambda s: setattr(s, "experiments_text", "experiments: [\n  - name: a\n    data_path: [\n"),
         "data.init_args.experiments_yaml",
         _exp_file,
-        ("not valid YAML",),
+        ("not valid YAML (line 2, column 3: expected the node content",),
     ),
     Case(
         "missing_data_path",
@@ -1020,3 +1020,15 @@ def test_validate_stage_checks_validation_not_training_batches(setup):
     report = setup.check(stage="validate")
     assert [p.key for p in report.errors] == ["data.init_args.val_experiments"]
     assert "nothing to validate" in report.errors[0].message
+
+
+def test_config_that_is_not_yaml_or_has_no_data_section(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("data:\n  init_args: {batch_size: 8\n")
+    report = check_config(broken)
+    assert [str(p) for p in report.errors] == [
+        f"error: not valid YAML (line 3, column 1: expected ',' or '}}', but got '<stream end>') (in {broken})"
+    ]
+    empty = tmp_path / "trainer_only.yml"
+    empty.write_text("trainer: {devices: 1}\n")
+    assert check_config(empty).errors[0].key == "data"

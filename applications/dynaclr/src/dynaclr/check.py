@@ -21,6 +21,7 @@ Errors stop a run; warnings are reported and the run goes on.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import logging
@@ -37,7 +38,7 @@ import click
 import numpy as np
 import yaml
 
-from dynaclr.problems import CheckReport
+from dynaclr.problems import CheckReport, yaml_error_text
 
 __all__ = ["argument_problems", "check_command", "check_config", "check_datamodule", "preprocess_command"]
 
@@ -839,8 +840,11 @@ def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> 
     report = CheckReport(source=str(path))
     try:
         config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except OSError as err:
         report.error(f"cannot read the config ({type(err).__name__}: {err})", file=path)
+        return report
+    except yaml.YAMLError as err:
+        report.error(f"not valid YAML ({yaml_error_text(err)})", file=path)
         return report
     if not isinstance(config, Mapping) or not isinstance(config.get("data"), Mapping):
         report.error("no 'data' section: pass the config given to dynaclr fit/predict", file=path, key="data")
@@ -863,11 +867,9 @@ def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> 
     init_args = dict(data.get("init_args") or {})
     parameters = inspect.signature(cls.__init__).parameters
     for key in sorted(set(init_args) - set(parameters)):
-        report.error(
-            f"unknown argument of {cls.__name__}; arguments: {sorted(set(parameters) - {'self'})}",
-            file=path,
-            key=_PREFIX + key,
-        )
+        close = difflib.get_close_matches(key, [k for k in parameters if k != "self"], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; arguments: {sorted(set(parameters) - {'self'})}"
+        report.error(f"unknown argument of {cls.__name__}{hint}", file=path, key=_PREFIX + key)
         init_args.pop(key)
     if init_args.get("experiments_yaml") is None and init_args.get("experiments_file") is not None:
         init_args["experiments_yaml"] = init_args.pop("experiments_file")

@@ -50,7 +50,8 @@ def _collate_norm_meta(metas: Sequence[dict | None]) -> dict | None:
     if missing:
         raise ValueError(
             f"{missing} of {len(metas)} samples in the batch have no normalisation metadata; "
-            "compute it for every FOV of every experiment (viscy preprocess)"
+            "compute it for every FOV of every experiment (dynaclr preprocess --data_path <plate>); "
+            "dynaclr check -c <config> names the plates and FOVs without it"
         )
     return _collate_common(metas)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from dynaclr.problems import Problem
+from dynaclr.problems import Problem, yaml_error_text
 
 __all__ = ["ExperimentConfig", "ExperimentRegistry"]
 
@@ -306,7 +306,7 @@ def read_experiments_file(path: str | Path) -> tuple[list, bool]:
     try:
         content = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
+        raise ValueError(f"{path} is not valid YAML ({yaml_error_text(err)})") from None
     entries = content.get("experiments") if isinstance(content, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a top-level 'experiments' list with at least one experiment")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["CheckReport", "ConfigCheckError", "Problem"]
+__all__ = ["CheckReport", "ConfigCheckError", "Problem", "yaml_error_text"]
 
 Severity = Literal["error", "warning"]
 
@@ -138,3 +138,12 @@ class ConfigCheckError(ValueError):
         self.report = report
         lines = [p.describe() for p in report.errors]
         super().__init__(f"{len(lines)} configuration error(s):\n" + "\n".join(f"  - {line}" for line in lines))
+
+
+def yaml_error_text(err: Exception) -> str:
+    """One line for a YAML parsing error: ``line L, column C: <problem>`` when PyYAML knows the place."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
