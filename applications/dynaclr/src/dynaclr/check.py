@@ -241,7 +241,13 @@ class _DataModuleCheck:
 
     # ------------------------------------------------------------------ experiments file
     def load_experiments(self) -> None:
-        from dynaclr.experiment import ExperimentConfig, entry_problems, experiment_problems, read_experiments_file
+        from dynaclr.experiment import (
+            ExperimentConfig,
+            _is_str_list,
+            entry_problems,
+            experiment_problems,
+            read_experiments_file,
+        )
 
         try:
             entries, self.zero_fill = read_experiments_file(self.file)
@@ -268,7 +274,8 @@ class _DataModuleCheck:
             problems = experiment_problems(exp, self.zero_fill, self.file)
             self.report.extend(problems)
             blocked = {p.key for p in problems if p.severity == "error"}
-            if not blocked & {"data_path", "name"}:
+            typed = _is_str_list(exp.channel_names) and _is_str_list(exp.source_channel)
+            if typed and not blocked & {"data_path", "name"}:
                 self.plate_ok.add(exp.name)
                 if "tracks_path" not in blocked:
                     self.tracks_ok.add(exp.name)
@@ -694,17 +701,19 @@ class _DataModuleCheck:
         self.report.notes.append(note)
 
     def run(self, keep_indices: bool) -> None:
-        self.load_experiments()
-        self.check_references()
-        self.check_transforms()
+        with self.unexpected("cannot read the experiments", None, self.file):
+            self.load_experiments()
+            self.check_references()
+            self.check_transforms()
         needs = self.norm_requirements()
         for exp in self.experiments:
             if exp.name in self.used_names() and exp.name in self.plate_ok:
                 with self.unexpected("cannot check the plate and its tracks", exp.name, exp.data_path):
                     self.check_plate(exp, needs)
-        self.check_norm_presence(needs)
-        self.check_conditions()
-        self.check_tau()
+        with self.unexpected("cannot check normalisation metadata, conditions and tau_range", None, self.file):
+            self.check_norm_presence(needs)
+            self.check_conditions()
+            self.check_tau()
         if self.report.ok and self.experiments:
             with self.unexpected("cannot build the index of observations", None, self.file):
                 self.check_index(keep_indices)
