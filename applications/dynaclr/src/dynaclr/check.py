@@ -186,6 +186,7 @@ class _Experiment:
 
     cells_per_well: Counter = field(default_factory=Counter)
     plate_wells: set = field(default_factory=set)
+    plate_fovs: set = field(default_factory=set)
     filtered_wells: set = field(default_factory=set)
     n_timepoints: int = 0
     n_fovs: int = 0
@@ -373,6 +374,7 @@ class _DataModuleCheck:
                 fov = name.strip("/")
                 well = "/".join(fov.split("/")[:2])
                 found.plate_wells.add(well)
+                found.plate_fovs.add(fov)
                 if (include is not None and well not in include) or fov in exclude:
                     found.filtered_wells.add(well)
                     continue
@@ -567,6 +569,7 @@ class _DataModuleCheck:
                     file=exp.tracks_path,
                     key="tracks_path",
                 )
+        self.check_filters()
         ratio = self.dm.condition_ratio
         if ratio and "condition_ratio" not in self.bad and all_conditions and self.stage != "predict":
             unknown = sorted(set(ratio) - all_conditions)
@@ -574,6 +577,25 @@ class _DataModuleCheck:
                 self.config_error(
                     f"{unknown} are not conditions of any experiment (conditions: {sorted(all_conditions)})",
                     "condition_ratio",
+                )
+
+    def check_filters(self) -> None:
+        """Warn about include_wells/exclude_fovs entries that match no plate (a typo selects or drops nothing)."""
+        if len(self.found) < len(self.used_names()):
+            return  # some plates were not read: their wells are unknown
+        for key, values, attribute, noun in (
+            ("include_wells", self.dm.include_wells, "plate_wells", "well"),
+            ("exclude_fovs", self.dm.exclude_fovs, "plate_fovs", "FOV"),
+        ):
+            if key in self.bad or not values:
+                continue
+            known = sorted(set().union(*(getattr(f, attribute) for f in self.found.values())))
+            absent = sorted(set(values) - set(known))
+            if absent:
+                self.report.warning(
+                    f"{absent} match no {noun} of the used plates ({noun}s: {_listed(known)})",
+                    file=self.config_file,
+                    key=_PREFIX + key,
                 )
 
     # ------------------------------------------------------------------ tau and the index
