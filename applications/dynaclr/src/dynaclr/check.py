@@ -897,7 +897,8 @@ def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> 
         return report
     init_args = dict(data.get("init_args") or {})
     parameters = inspect.signature(cls.__init__).parameters
-    for key in sorted(set(init_args) - set(parameters)):
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key in [] if takes_any else sorted(set(init_args) - set(parameters)):
         close = difflib.get_close_matches(key, [k for k in parameters if k != "self"], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; arguments: {sorted(set(parameters) - {'self'})}"
         report.error(f"unknown argument of {cls.__name__}{hint}", file=path, key=_PREFIX + key)
