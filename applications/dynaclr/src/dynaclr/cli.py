@@ -2,7 +2,9 @@
 
 ``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata`` forward every
 remaining argument unchanged to the shared ``viscy`` Lightning CLI (:func:`viscy_utils.cli.run_cli`),
-so they behave exactly like ``viscy <subcommand>``. Evaluation subcommands are :class:`LazyCommand`s:
+so they behave exactly like ``viscy <subcommand>``; a failed pre-flight check of the data module (see
+``dynaclr check``) prints its report without a traceback and exits with status 1. ``check`` and the evaluation
+subcommands are :class:`LazyCommand`s:
 their modules (and heavy dependencies) are imported only when the command runs or its options are
 shown, which keeps ``dynaclr --help`` instant.
 """
@@ -10,6 +12,7 @@ shown, which keeps ``dynaclr --help`` instant.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -111,9 +114,14 @@ def _lightning_command(name: str, short_help: str) -> click.Command:
     """Build a pass-through command: every argument (``--help`` included) goes to the viscy Lightning CLI."""
 
     def run(args: tuple[str, ...]) -> None:
+        from dynaclr.problems import ConfigCheckError
         from viscy_utils.cli import run_cli
 
-        run_cli([name, *args], prog="dynaclr", description="DynaCLR: contrastive learning of cell dynamics.")
+        try:
+            run_cli([name, *args], prog="dynaclr", description="DynaCLR: contrastive learning of cell dynamics.")
+        except ConfigCheckError as err:  # the pre-flight check: every problem, no traceback, nothing written
+            click.echo(err.report.format(), err=True)
+            sys.exit(1)
 
     return click.Command(
         name,
@@ -140,6 +148,15 @@ def dynaclr() -> None:
 
 for _name, _help in LIGHTNING_SUBCOMMANDS.items():
     dynaclr.add_command(_lightning_command(_name, _help))
+
+dynaclr.add_command(
+    LazyCommand(
+        "check",
+        "dynaclr.check:check_command",
+        short_help="Check a config and every experiment it names: dynaclr check -c fit.yml",
+        extra="pip install dynaclr",
+    )
+)
 
 _EVALUATION = "dynaclr.evaluation.linear_classifiers"
 for _command in (

@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
+from dynaclr.problems import CheckReport
 from viscy_data.channel_dropout import ChannelDropout
 from viscy_data.device_transforms import DeviceTransformMixin, DeviceTransforms
 from viscy_data.loading import thread_worker_loader
@@ -194,6 +195,8 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.val_dataset: MultiExperimentTripletDataset | None = None
         self.predict_dataset: MultiExperimentTripletDataset | None = None
         self.device_transforms: DeviceTransforms | None = None
+        # indices built by preflight_check, keyed by experiment names, handed to setup once
+        self._prebuilt_indices: dict[tuple[str, ...], MultiExperimentIndex] = {}
 
     # ------------------------------------------------------------------ setup
     def _subset(self, registry: ExperimentRegistry, names: Sequence[str]) -> ExperimentRegistry:
@@ -250,16 +253,65 @@ temporal_global_fraction, experiment_weights, condition_ratio
                 f"{self.batch_size}: no full batch can be drawn; set batch_size <= {len(dataset)}"
             )
 
-    def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
-        index = MultiExperimentIndex(
+    def build_index(self, registry: ExperimentRegistry, use_cache: bool = True) -> MultiExperimentIndex:
+        """Index the observations of ``registry``'s experiments with this data module's arguments.
+
+        Parameters
+        ----------
+        registry : ExperimentRegistry
+            The experiments.
+        use_cache : bool
+            Read and write ``index_cache_dir`` (when set); False builds from the tracking CSVs and writes nothing.
+
+        Returns
+        -------
+        MultiExperimentIndex
+        """
+        return MultiExperimentIndex(
             registry,
             slice(*self.z_range),
             self.yx_patch_size,
             tau_range_hours=self.tau_range,
             include_wells=self.include_wells,
             exclude_fovs=self.exclude_fovs,
-            cache_dir=self.index_cache_dir,
+            cache_dir=self.index_cache_dir if use_cache else None,
         )
+
+    def preflight_check(self, stage: str = "fit", world_size: int = 1) -> CheckReport:
+        """Check the arguments and every experiment before a run writes anything (``dynaclr check``'s checks).
+
+        The ``dynaclr``/``viscy`` command calls this before ``fit``, ``validate`` and ``predict``, before logs,
+        checkpoints or ``config.yaml`` exist. Warnings are logged; the indices built for the check are kept and
+        reused by :meth:`setup`, so checking costs no second index build.
+
+        Parameters
+        ----------
+        stage : str
+            ``"fit"``, ``"validate"`` or ``"predict"`` (other stages are not checked).
+        world_size : int
+            Number of processes that will share the training batches.
+
+        Returns
+        -------
+        CheckReport
+            Warnings only.
+
+        Raises
+        ------
+        ConfigCheckError
+            Listing every error found (see :func:`dynaclr.check.check_datamodule`).
+        """
+        from dynaclr.check import check_datamodule
+
+        report = check_datamodule(self, stage, world_size=world_size, keep_indices=True)
+        for problem in report.warnings:
+            _logger.warning("%s", problem.describe())
+        report.raise_for_errors()
+        return report
+
+    def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
+        prebuilt = self._prebuilt_indices.pop(tuple(e.name for e in registry.experiments), None)
+        index = prebuilt if prebuilt is not None else self.build_index(registry)
         return MultiExperimentTripletDataset(
             index,
             fit=fit,
