@@ -25,7 +25,6 @@ import difflib
 import importlib
 import inspect
 import logging
-import math
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
@@ -35,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import yaml
 
 from dynaclr.problems import CheckReport, yaml_error_text
+from viscy_data import checks
 
 __all__ = ["argument_problems", "check_command", "check_config", "check_datamodule", "preprocess_command"]
 
@@ -60,14 +59,6 @@ def preprocess_command(data_path: str | Path, channels: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _is_pair(value: Any, check) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 2 and all(check(v) for v in value)
 
@@ -78,6 +69,8 @@ def _str_list_or_none(value: Any) -> bool:
 
 def argument_problems(args: Mapping[str, Any]) -> CheckReport:
     """Range and type errors of :class:`~dynaclr.datamodule.MultiExperimentDataModule` arguments.
+
+    The rules shared with other data modules are those of :mod:`viscy_data.checks`.
 
     Parameters
     ----------
@@ -93,63 +86,46 @@ def argument_problems(args: Mapping[str, Any]) -> CheckReport:
 
     report = CheckReport()
 
-    def error(key: str, message: str) -> None:
-        report.error(message, key=_PREFIX + key)
-
-    def probability(key: str, upper_open: bool = False) -> None:
-        if key not in args:
-            return
-        value = args[key]
-        ok = _is_number(value) and 0 <= value and (value < 1 if upper_open else value <= 1)
-        if not ok:
-            error(key, f"{key} must be a number in [0, {'1)' if upper_open else '1]'}, got {value!r}")
+    def error(key: str, message: str | None) -> None:
+        if message is not None:
+            report.error(message, key=_PREFIX + key)
 
     if args.get("experiments_yaml") is not None and not isinstance(args["experiments_yaml"], (str, Path)):
         error(
             "experiments_yaml",
             f"experiments_yaml must be the path of an experiments file, got {args['experiments_yaml']!r}",
         )
-    if "batch_size" in args and not (_is_int(args["batch_size"]) and args["batch_size"] >= 1):
-        error("batch_size", f"batch_size must be an integer >= 1, got {args['batch_size']!r}")
-    if "num_workers" in args and not (_is_int(args["num_workers"]) and args["num_workers"] >= 0):
-        error("num_workers", f"num_workers must be an integer >= 0, got {args['num_workers']!r}")
-    z = args.get("z_range")
-    if "z_range" in args and not (_is_pair(z, _is_int) and 0 <= z[0] < z[1]):
-        error("z_range", f"z_range must be [start, stop] with integers 0 <= start < stop, got {z!r}")
+    for key, minimum in (("batch_size", 1), ("num_workers", 0), ("cache_pool_bytes", 0)):
+        if key in args:
+            error(key, checks.integer_problem(key, args[key], minimum))
+    if "z_range" in args:
+        error("z_range", checks.z_range_problem(args["z_range"]))
     sizes_ok = True
     for key in ("yx_patch_size", "final_yx_patch_size"):
-        if key in args and not (_is_pair(args[key], _is_int) and min(args[key]) >= 1):
-            error(key, f"{key} must be [height, width] with positive integers, got {args[key]!r}")
+        if key in args and (message := checks.yx_size_problem(key, args[key])) is not None:
+            error(key, message)
             sizes_ok = False
     if sizes_ok and "yx_patch_size" in args and "final_yx_patch_size" in args:
-        read, final = args["yx_patch_size"], args["final_yx_patch_size"]
-        if final[0] > read[0] or final[1] > read[1]:
-            error(
-                "final_yx_patch_size",
-                f"final_yx_patch_size {list(final)} is larger than yx_patch_size {list(read)}: the final patch is a "
-                "centre crop of the read patch",
-            )
+        error("final_yx_patch_size", checks.crop_problem(args["final_yx_patch_size"], args["yx_patch_size"]))
     tau = args.get("tau_range")
     if "tau_range" in args:
-        if not _is_pair(tau, _is_number):
+        if not _is_pair(tau, checks.is_finite_number):
             error("tau_range", f"tau_range must be [min, max] hours, got {tau!r}")
         elif tau[0] > tau[1]:
             error("tau_range", f"tau_range [{tau[0]}, {tau[1]}] has min > max")
-    if "tau_decay_rate" in args and not _is_number(args["tau_decay_rate"]):
+    if "tau_decay_rate" in args and not checks.is_finite_number(args["tau_decay_rate"]):
         error("tau_decay_rate", f"tau_decay_rate must be a finite number, got {args['tau_decay_rate']!r}")
-    probability("leaky", upper_open=True)
-    probability("temporal_global_fraction")
-    probability("channel_dropout_prob")
+    for key, upper_open in (("leaky", True), ("temporal_global_fraction", False), ("channel_dropout_prob", False)):
+        if key in args:
+            error(key, checks.probability_problem(key, args[key], upper_open))
     window = args.get("temporal_window_hours")
-    if "temporal_window_hours" in args and not (_is_number(window) and window > 0):
+    if "temporal_window_hours" in args and not (checks.is_finite_number(window) and window > 0):
         error("temporal_window_hours", f"temporal_window_hours must be > 0, got {window!r}")
-    if "cache_pool_bytes" in args and not (_is_int(args["cache_pool_bytes"]) and args["cache_pool_bytes"] >= 0):
-        error("cache_pool_bytes", f"cache_pool_bytes must be an integer >= 0, got {args['cache_pool_bytes']!r}")
     for key in ("experiment_weights", "condition_ratio"):
         weights = args.get(key)
         if weights is None:
             continue
-        if not isinstance(weights, Mapping) or not all(_is_number(v) for v in weights.values()):
+        if not isinstance(weights, Mapping) or not all(checks.is_finite_number(v) for v in weights.values()):
             error(key, f"{key} must map names to finite numbers, got {weights!r}")
         elif any(v < 0 for v in weights.values()):
             error(key, f"{key} has negative weights: { {k: v for k, v in weights.items() if v < 0} }")
@@ -157,7 +133,7 @@ def argument_problems(args: Mapping[str, Any]) -> CheckReport:
             error(key, f"{key} gives every name weight 0: nothing could be drawn")
     channels = args.get("channel_dropout_channels")
     if channels is not None and not (
-        isinstance(channels, (list, tuple)) and all(_is_int(c) and c >= 0 for c in channels)
+        isinstance(channels, (list, tuple)) and all(checks.is_integer(c) and c >= 0 for c in channels)
     ):
         error(
             "channel_dropout_channels",
@@ -327,24 +303,14 @@ class _DataModuleCheck:
             return
         allowed = [f"ch_{i}" for i in range(n)]
         for list_name in _TRANSFORM_LISTS:
-            for i, transform in enumerate(getattr(self.dm, list_name)):
-                keys = [str(k) for k in (getattr(transform, "keys", None) or ())]
-                bad = [k for k in keys if k not in allowed]
-                if bad and not getattr(transform, "allow_missing_keys", False):
-                    self.config_error(
-                        f"{type(transform).__name__} uses keys {bad}, but the channel keys are {allowed} (the "
-                        "positions of source_channel, whatever the channel names)",
-                        f"{list_name}[{i}].init_args.keys",
-                    )
-        dropout = self.dm.channel_dropout_channels
-        if "channel_dropout_channels" not in self.bad:
-            outside = [c for c in dropout if c >= n]
-            if outside and self.stage == "fit":
-                self.config_error(
-                    f"channel_dropout_channels {outside} are not input positions: the experiments have {n} source "
-                    f"channel(s), positions 0..{n - 1} (the default is [1]; use [] to disable channel dropout)",
-                    "channel_dropout_channels",
-                )
+            for i, message in checks.transform_key_problems(getattr(self.dm, list_name), allowed, list_name):
+                hint = " (ch_<i> is the i-th source_channel, whatever its name)"
+                self.config_error(message + hint, f"{list_name}[{i}].init_args.keys")
+        if "channel_dropout_channels" not in self.bad and self.stage == "fit":
+            channels = self.dm.resolved_dropout_channels(n)
+            message = checks.channel_positions_problem("channel_dropout_channels", channels, n)
+            if message is not None:
+                self.config_error(message, "channel_dropout_channels")
 
     def norm_requirements(self) -> list[tuple[int, str, int, str, tuple[str, ...]]]:
         """(position, level, transform number, list name, statistics) read by every NormalizeSampled."""
@@ -382,7 +348,6 @@ class _DataModuleCheck:
         self.report_plate(exp, found)
 
     def scan_fov(self, exp, found: _Experiment, fov: str, well: str, position, needs) -> None:
-        from dynaclr.index.geometry import geometry_problems
         from dynaclr.index.tracks_csv import first_csv, read_tracks_csv
         from viscy_data.norm_meta import NORM_META_KEY
 
@@ -390,7 +355,7 @@ class _DataModuleCheck:
         shape = tuple(int(s) for s in position["0"].shape)
         found.n_timepoints = max(found.n_timepoints, shape[0])
         if not {"z_range", "yx_patch_size"} & self.bad:
-            for key, message in geometry_problems(shape, slice(*self.dm.z_range), tuple(self.dm.yx_patch_size)):
+            for key, message in checks.patch_fit_problems(shape, slice(*self.dm.z_range), self.dm.yx_patch_size):
                 found.geometry[(key, message)].append(fov)
         raw = position.zattrs.get(NORM_META_KEY)
         if raw is None:
@@ -707,15 +672,10 @@ class _DataModuleCheck:
                 file=self.file,
                 key=_PREFIX + "tau_range",
             )
-        elif "batch_size" not in self.bad and n_anchors // dm.batch_size < self.world_size:
-            processes = f" on {self.world_size} processes" if self.world_size > 1 else ""
-            self.config_error(
-                f"batch_size {dm.batch_size}{processes} needs at least {dm.batch_size * self.world_size} training "
-                f"anchors, the training experiments have {n_anchors}: an epoch would have no batch"
-                + (" on some processes" if self.world_size > 1 else "")
-                + "; lower batch_size",
-                "batch_size",
-            )
+        elif "batch_size" not in self.bad:
+            message = checks.anchors_problem(n_anchors, dm.batch_size, self.world_size, "the training experiments")
+            if message is not None:
+                self.config_error(message, "batch_size")
         note = f"{len(train)} training experiment(s): {len(index.tracks)} observations, {n_anchors} anchors"
         if "batch_size" not in self.bad and dm.batch_size:
             note += f", {n_anchors // dm.batch_size // self.world_size} batches of {dm.batch_size} per epoch"
@@ -842,9 +802,9 @@ def _world_size(config: Mapping) -> int:
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     if isinstance(devices, (list, tuple)):
         devices = len(devices)
-    if not (_is_int(devices) and devices > 0):
+    if not (checks.is_integer(devices) and devices > 0):
         devices = 1  # "auto", -1: only known on the machine that runs
-    return int(devices) * (int(nodes) if _is_int(nodes) and nodes > 0 else 1)
+    return int(devices) * (int(nodes) if checks.is_integer(nodes) and nodes > 0 else 1)
 
 
 def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> CheckReport:

@@ -4,8 +4,7 @@
 concern: :mod:`~dynaclr.index.lineage` (tracks, parents, roots, subtrees),
 :mod:`~dynaclr.index.positives` (candidate positives and their sampling),
 :mod:`~dynaclr.index.anchors` (which observations are valid anchors),
-:mod:`~dynaclr.index.tracks_csv` (reading and validating one FOV's tracking CSV),
-:mod:`~dynaclr.index.geometry` (``z_range`` and patch size against an FOV's image) and
+:mod:`~dynaclr.index.tracks_csv` (reading and validating one FOV's tracking CSV) and
 :mod:`~dynaclr.index.cache` (the parquet cache of a built index).
 """
 

@@ -11,10 +11,10 @@ import pandas as pd
 from dynaclr.experiment import ExperimentRegistry, well_name_problem
 from dynaclr.index.anchors import valid_anchor_rows
 from dynaclr.index.cache import CachedIndex, cache_path, read_cache, write_cache
-from dynaclr.index.geometry import geometry_problems, inside_image
 from dynaclr.index.lineage import link_tracks, subtrees
 from dynaclr.index.positives import PositiveSampler
-from dynaclr.index.tracks_csv import describe_dropped_rows, first_csv, read_tracks_csv
+from dynaclr.index.tracks_csv import describe_dropped_rows, first_csv, inside_image, read_tracks_csv
+from viscy_data.checks import patch_fit_problems
 
 __all__ = ["MultiExperimentIndex"]
 
@@ -119,7 +119,7 @@ class MultiExperimentIndex:
             dropped = {}
             for fov, position in self._open_positions(exp):
                 shape = tuple(int(s) for s in position["0"].shape)
-                geometry = geometry_problems(shape, self.z_range, self.yx_patch_size)
+                geometry = patch_fit_problems(shape, self.z_range, self.yx_patch_size)
                 if geometry:
                     raise ValueError(
                         f"Experiment '{exp.name}', FOV {fov} of {exp.data_path}: " + "; ".join(m for _, m in geometry)

@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynaclr.index.geometry import inside_image
-
 __all__ = [
     "REQUIRED_COLUMNS",
     "FovTracks",
     "describe_dropped_rows",
     "first_csv",
+    "inside_image",
     "read_tracks_csv",
 ]
 
@@ -34,6 +33,11 @@ def first_csv(folder: Path) -> Path | None:
     """First CSV of a folder in sorted order (deterministic, unlike a bare glob)."""
     found = sorted(Path(folder).glob("*.csv"))
     return found[0] if found else None
+
+
+def inside_image(y: np.ndarray, x: np.ndarray, height, width) -> np.ndarray:
+    """Whether centroids lie in the image: ``0 <= y < height`` and ``0 <= x < width`` (False for NaN)."""
+    return (y >= 0) & (y < height) & (x >= 0) & (x < width)
 
 
 def _lines(rows: np.ndarray) -> str:
