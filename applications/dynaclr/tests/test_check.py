@@ -218,6 +218,17 @@ def _raw_csv(exp: str, content: bytes, fov: str = "A/1/0"):
     return lambda s: s.csv(exp, fov).write_bytes(content)
 
 
+def _model(**encoder_args) -> Callable[[Setup], None]:
+    def mutate(s: Setup) -> None:
+        encoder = {"backbone": "convnext_atto", "in_channels": 2, "in_stack_depth": 2, **encoder_args}
+        s.top["model"] = {
+            "class_path": "dynaclr.engine.ContrastiveModule",
+            "init_args": {"encoder": _transform("viscy_models.contrastive.ContrastiveEncoder", **encoder)},
+        }
+
+    return mutate
+
+
 def _single_channel(s: Setup) -> None:
     for e in s.experiments:
         e["source_channel"] = ["Phase3D"]
@@ -380,8 +391,8 @@ CASES = [
     ),
     Case(
         "dropout_channel_of_one_channel",
-        "channel_dropout_channels [1] (default) with one source channel",
-        _single_channel,
+        "channel_dropout_channels: [1] with one source channel",
+        lambda s: (_single_channel(s), s.args.update(channel_dropout_channels=[1])),
         "data.init_args.channel_dropout_channels",
         _config,
         ("[1]", "1 source channel"),
@@ -790,6 +801,23 @@ CASES = [
         "exp_a",
         "warning",
     ),
+    # ---------------------------------------------------------------- the model against the data
+    Case(
+        "model_in_channels",
+        "model encoder in_channels: 1 with 2 source channels",
+        _model(in_channels=1),
+        "model.init_args.encoder.init_args.in_channels",
+        _config,
+        ("in_channels=1", "2 source channel"),
+    ),
+    Case(
+        "model_in_stack_depth",
+        "model encoder in_stack_depth: 5 with z_range [0, 2]",
+        _model(in_stack_depth=5),
+        "model.init_args.encoder.init_args.in_stack_depth",
+        _config,
+        ("in_stack_depth=5", "reads 2 Z plane"),
+    ),
 ]
 
 
@@ -951,6 +979,10 @@ def test_fit_stops_before_writing_anything(setup):
     assert "error: [experiment 'exp_a'] data.init_args.z_range" in result.output
     assert "Traceback" not in result.output
     assert not (setup.root / "logs").exists() and not (setup.root / "checkpoints").exists()
+    debug = CliRunner().invoke(dynaclr_group, ["fit", "-c", str(setup.config_path), "--debug"])
+    assert debug.exit_code == 1 and isinstance(debug.exception, ConfigCheckError)  # raised: its traceback shows
+    assert "data.init_args.batch_size" in str(debug.exception)
+    assert not (setup.root / "logs").exists() and not (setup.root / "checkpoints").exists()
 
 
 # ---------------------------------------------------------------------------------------------- Python API
@@ -1077,3 +1109,30 @@ def test_config_that_is_not_yaml_or_has_no_data_section(tmp_path):
     empty = tmp_path / "trainer_only.yml"
     empty.write_text("trainer: {devices: 1}\n")
     assert check_config(empty).errors[0].key == "data"
+
+
+def test_preflight_compares_the_model_inputs_with_the_data(setup):
+    from viscy_models.contrastive import ContrastiveEncoder
+
+    def encoder(in_channels: int, in_stack_depth: int) -> ContrastiveEncoder:
+        return ContrastiveEncoder(
+            backbone="convnext_atto",
+            in_channels=in_channels,
+            in_stack_depth=in_stack_depth,
+            stem_kernel_size=(2, 4, 4),
+            stem_stride=(2, 4, 4),
+        )
+
+    with pytest.raises(ConfigCheckError) as err:
+        _dm(setup).preflight_check("fit", model=encoder(1, 4))
+    messages = {p.key: p.message for p in err.value.report.errors}
+    assert set(messages) == {"model.in_channels", "model.in_stack_depth"}
+    assert "in_channels=1" in messages["model.in_channels"] and "2 source channel" in messages["model.in_channels"]
+    assert "in_stack_depth=4" in messages["model.in_stack_depth"] and "[0, 2]" in messages["model.in_stack_depth"]
+    assert _dm(setup).preflight_check("fit", model=encoder(2, 2)).ok
+
+
+def test_default_channel_dropout_fits_one_source_channel(setup):
+    _single_channel(setup)  # the default (None) drops nothing with one channel: not an error
+    report = setup.check()
+    assert report.ok and not any("channel_dropout" in str(p) for p in report.problems), report.format()

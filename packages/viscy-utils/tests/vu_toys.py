@@ -91,4 +91,6 @@ class CheckedDataModule(ToyDataModule):
     def preflight_check(self, stage: str, world_size: int = 1) -> None:
         CheckedDataModule.calls.append((stage, world_size))
         if self.fail:
-            raise ValueError("the data module's check failed")
+            from viscy_data.checks import DataCheckError
+
+            raise DataCheckError(["batch_size is wrong", "the data module's check failed"], "toy")

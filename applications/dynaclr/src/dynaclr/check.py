@@ -39,7 +39,14 @@ import yaml
 from dynaclr.problems import CheckReport, yaml_error_text
 from viscy_data import checks
 
-__all__ = ["argument_problems", "check_command", "check_config", "check_datamodule", "preprocess_command"]
+__all__ = [
+    "argument_problems",
+    "check_command",
+    "check_config",
+    "check_datamodule",
+    "model_input_problems",
+    "preprocess_command",
+]
 
 _PREFIX = "data.init_args."
 _CHECKED_STAGES = ("fit", "validate", "predict")
@@ -215,6 +222,7 @@ class _DataModuleCheck:
         self.zero_fill = False
         self.n_channels: int | None = None
         self.found: dict[str, _Experiment] = {}
+        self.model: Any = None  # the model or the config's model section, compared with the data
 
     # ------------------------------------------------------------------ experiments file
     def load_experiments(self) -> None:
@@ -311,6 +319,12 @@ class _DataModuleCheck:
             message = checks.channel_positions_problem("channel_dropout_channels", channels, n)
             if message is not None:
                 self.config_error(message, "channel_dropout_channels")
+
+    def check_model(self) -> None:
+        if self.model is None or "z_range" in self.bad:
+            return
+        for key, message in model_input_problems(self.model, self.n_channels, list(self.dm.z_range)):
+            self.report.error(message, file=self.config_file, key=key)
 
     def norm_requirements(self) -> list[tuple[int, str, int, str, tuple[str, ...]]]:
         """(position, level, transform number, list name, statistics) read by every NormalizeSampled."""
@@ -688,6 +702,7 @@ class _DataModuleCheck:
             self.load_experiments()
             self.check_references()
             self.check_transforms()
+            self.check_model()
         needs = self.norm_requirements()
         for exp in self.experiments:
             if exp.name in self.used_names() and exp.name in self.plate_ok:
@@ -716,6 +731,71 @@ class _DataModuleCheck:
             self.report.error(f"{what} ({type(err).__name__}: {err})", experiment=experiment, file=file)
 
 
+def _model_inputs(model: Any) -> tuple[int | None, int | None, str]:
+    """``(in_channels, in_stack_depth, key)`` a model expects, from an ``nn.Module`` or a ``model`` config section.
+
+    A module: the first submodule with an ``in_stack_depth`` attribute and the first 3D convolution inside it (the
+    stem). A config mapping: the first ``init_args`` (the model's or a nested one, e.g. the encoder's) naming
+    ``in_channels`` or ``in_stack_depth``. Unknown values are None.
+    """
+    if isinstance(model, Mapping):
+        stack = [(model, "model")]
+        while stack:
+            node, key = stack.pop(0)
+            init_args = node.get("init_args") if isinstance(node.get("init_args"), Mapping) else {}
+            if "in_channels" in init_args or "in_stack_depth" in init_args:
+                found = [init_args.get(k) for k in ("in_channels", "in_stack_depth")]
+                return *(v if checks.is_integer(v) else None for v in found), f"{key}.init_args"
+            stack += [(v, f"{key}.init_args.{k}") for k, v in init_args.items() if isinstance(v, Mapping)]
+        return None, None, "model"
+    import torch
+
+    for module in model.modules() if isinstance(model, torch.nn.Module) else ():
+        depth = getattr(module, "in_stack_depth", None)
+        if checks.is_integer(depth):
+            conv = next((m for m in module.modules() if isinstance(m, torch.nn.Conv3d)), None)
+            return (None if conv is None else conv.in_channels), int(depth), "model"
+    return None, None, "model"
+
+
+def model_input_problems(model: Any, n_channels: int | None, z_range: Any) -> list[tuple[str, str]]:
+    """Model inputs that disagree with the data: ``in_channels`` vs source channels, ``in_stack_depth`` vs ``z_range``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or Mapping
+        The model, or the ``model`` section of a config.
+    n_channels : int or None
+        Source channels of the experiments (None: unknown, not compared).
+    z_range : sequence of int
+        ``[start, stop]`` Z planes read.
+
+    Returns
+    -------
+    list[tuple[str, str]]
+        ``(key, message)`` pairs; empty when they agree or the model's inputs are unknown.
+    """
+    in_channels, depth, key = _model_inputs(model)
+    out = []
+    if in_channels is not None and n_channels is not None and in_channels != n_channels:
+        out.append(
+            (
+                f"{key}.in_channels",
+                f"the model takes in_channels={in_channels}, but the experiments have {n_channels} source channel(s) "
+                "(source_channel in the experiments file): make them equal",
+            )
+        )
+    if depth is not None and checks.z_range_problem(z_range) is None and depth != z_range[1] - z_range[0]:
+        out.append(
+            (
+                f"{key}.in_stack_depth",
+                f"the model takes in_stack_depth={depth}, but z_range {list(z_range)} reads {z_range[1] - z_range[0]} "
+                f"Z plane(s): set z_range to {depth} planes or in_stack_depth to {z_range[1] - z_range[0]}",
+            )
+        )
+    return out
+
+
 def check_datamodule(
     dm: Any,
     stage: str = "fit",
@@ -726,6 +806,7 @@ def check_datamodule(
     bad_keys: set[str] | None = None,
     debug: bool = False,
     config_file: str | Path | None = None,
+    model: Any = None,
 ) -> CheckReport:
     """Check a :class:`~dynaclr.datamodule.MultiExperimentDataModule` and every experiment it names.
 
@@ -749,6 +830,9 @@ def check_datamodule(
         Let unexpected exceptions propagate (with their traceback) instead of reporting them as errors.
     config_file : str or Path, optional
         The config the data module comes from, named in the problems of its arguments.
+    model : torch.nn.Module or Mapping, optional
+        The model (or the config's ``model`` section): its ``in_channels`` and ``in_stack_depth`` are compared with
+        the source channels and ``z_range`` (see :func:`model_input_problems`).
 
     Returns
     -------
@@ -762,7 +846,9 @@ def check_datamodule(
         bad_keys = {p.key.removeprefix(_PREFIX) for p in found.problems if p.key}
     if stage in _CHECKED_STAGES:
         config_file = None if config_file is None else str(config_file)
-        _DataModuleCheck(dm, stage, world_size, report, bad_keys, debug, config_file).run(keep_indices)
+        checker = _DataModuleCheck(dm, stage, world_size, report, bad_keys, debug, config_file)
+        checker.model = model
+        checker.run(keep_indices)
     return report
 
 
@@ -889,8 +975,16 @@ def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> 
     except Exception as err:
         report.error(f"cannot build {cls.__name__} ({type(err).__name__}: {err})", file=path, key="data.init_args")
         return report
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else None
     return check_datamodule(
-        dm, stage, world_size=_world_size(config), report=report, bad_keys=bad, debug=debug, config_file=path
+        dm,
+        stage,
+        world_size=_world_size(config),
+        report=report,
+        bad_keys=bad,
+        debug=debug,
+        config_file=path,
+        model=model,
     )
 
 

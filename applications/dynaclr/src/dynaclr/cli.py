@@ -2,9 +2,9 @@
 
 ``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata`` forward every
 remaining argument unchanged to the shared ``viscy`` Lightning CLI (:func:`viscy_utils.cli.run_cli`),
-so they behave exactly like ``viscy <subcommand>``; a failed pre-flight check of the data module (see
-``dynaclr check``) prints its report without a traceback and exits with status 1. ``check`` and the evaluation
-subcommands are :class:`LazyCommand`s:
+so they behave exactly like ``viscy <subcommand>``: a failed pre-flight check of the data module (see
+``dynaclr check``) prints its report without a traceback (``--debug`` shows it) and exits with status 1.
+``check`` and the evaluation subcommands are :class:`LazyCommand`s:
 their modules (and heavy dependencies) are imported only when the command runs or its options are
 shown, which keeps ``dynaclr --help`` instant.
 """
@@ -12,7 +12,6 @@ shown, which keeps ``dynaclr --help`` instant.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -114,14 +113,10 @@ def _lightning_command(name: str, short_help: str) -> click.Command:
     """Build a pass-through command: every argument (``--help`` included) goes to the viscy Lightning CLI."""
 
     def run(args: tuple[str, ...]) -> None:
-        from dynaclr.problems import ConfigCheckError
         from viscy_utils.cli import run_cli
 
-        try:
-            run_cli([name, *args], prog="dynaclr", description="DynaCLR: contrastive learning of cell dynamics.")
-        except ConfigCheckError as err:  # the pre-flight check: every problem, no traceback, nothing written
-            click.echo(err.report.format(), err=True)
-            sys.exit(1)
+        # a failed pre-flight check prints every problem and exits 1 (run_cli; --debug shows the traceback)
+        run_cli([name, *args], prog="dynaclr", description="DynaCLR: contrastive learning of cell dynamics.")
 
     return click.Command(
         name,

@@ -256,7 +256,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
             cache_dir=self.index_cache_dir if use_cache else None,
         )
 
-    def preflight_check(self, stage: str = "fit", world_size: int = 1) -> CheckReport:
+    def preflight_check(self, stage: str = "fit", world_size: int = 1, model: Any = None) -> CheckReport:
         """Check the arguments and every experiment before a run writes anything (``dynaclr check``'s checks).
 
         The ``dynaclr``/``viscy`` command calls this before ``fit``, ``validate`` and ``predict``, before logs,
@@ -269,6 +269,9 @@ temporal_global_fraction, experiment_weights, condition_ratio
             ``"fit"``, ``"validate"`` or ``"predict"`` (other stages are not checked).
         world_size : int
             Number of processes that will share the training batches.
+        model : torch.nn.Module, optional
+            The model of the run: its ``in_channels``/``in_stack_depth`` must match the source channels and
+            ``z_range``.
 
         Returns
         -------
@@ -289,7 +292,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         from dynaclr.check import check_datamodule
 
         self._checked_stage = None
-        report = check_datamodule(self, stage, world_size=world_size, keep_indices=True)
+        report = check_datamodule(self, stage, world_size=world_size, keep_indices=True, model=model)
         for problem in report.warnings:
             _logger.warning("%s", problem.describe())
         report.raise_for_errors()
@@ -329,7 +332,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         if check_stage not in ("fit", "validate", "predict"):
             return
         if self._checked_stage != check_stage:
-            self.preflight_check(check_stage, world_size=self._rank_world()[1])
+            self.preflight_check(check_stage, world_size=self._rank_world()[1], model=self._model())
         self._checked_stage = None  # a later setup checks again: plates and files may have changed
         registry = ExperimentRegistry.from_yaml(self.experiments_yaml)
         names = [e.name for e in registry.experiments]

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from viscy_data.checks import DataCheckError
+
 __all__ = ["CheckReport", "ConfigCheckError", "Problem", "yaml_error_text"]
 
 Severity = Literal["error", "warning"]
@@ -125,8 +127,11 @@ class CheckReport:
             raise ConfigCheckError(self)
 
 
-class ConfigCheckError(ValueError):
+class ConfigCheckError(DataCheckError):
     """A configuration failed its checks; :attr:`report` holds every problem found.
+
+    A :class:`viscy_data.checks.DataCheckError`, so the ``viscy``/``dynaclr`` commands print it without a
+    traceback (unless ``--debug``) and exit with status 1.
 
     Parameters
     ----------
@@ -137,7 +142,15 @@ class ConfigCheckError(ValueError):
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         lines = [p.describe() for p in report.errors]
-        super().__init__(f"{len(lines)} configuration error(s):\n" + "\n".join(f"  - {line}" for line in lines))
+        ValueError.__init__(
+            self, f"{len(lines)} configuration error(s):\n" + "\n".join(f"  - {line}" for line in lines)
+        )
+        self.messages = lines
+        self.source = report.source
+
+    def format(self) -> str:
+        """Format the whole report: errors, warnings, notes and the summary line."""
+        return self.report.format()
 
 
 def yaml_error_text(err: Exception) -> str:

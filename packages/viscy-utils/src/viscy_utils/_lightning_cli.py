@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import Mapping
@@ -87,13 +88,16 @@ class VisCyCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the data module's pre-flight check, then the subcommand.
 
-        A data module may define ``preflight_check(stage, world_size)``; it runs before ``fit``, ``validate``,
+        A data module may define ``preflight_check(stage, world_size[, model])``; it runs before ``fit``, ``validate``,
         ``test`` and ``predict`` start, so configuration errors surface before logs, checkpoints or the saved
         ``config.yaml`` exist.
         """
         check = getattr(self.datamodule, "preflight_check", None)
         if subcommand in PREFLIGHT_SUBCOMMANDS and callable(check):
-            check(stage=subcommand, world_size=int(getattr(self.trainer, "world_size", 1) or 1))
+            kwargs = {"stage": subcommand, "world_size": int(getattr(self.trainer, "world_size", 1) or 1)}
+            if "model" in inspect.signature(check).parameters:
+                kwargs["model"] = self.model  # compared with the data (input channels, stack depth)
+            check(**kwargs)
         super()._run_subcommand(subcommand)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
