@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = [
     "LEVELS",
@@ -87,6 +86,8 @@ def _to_tensors(node: Any, path: str) -> Any:
     if isinstance(node, Mapping):
         return {key: _to_tensors(value, f"{path}/{key}") for key, value in node.items()}
     if isinstance(node, (int, float, np.number)) and not isinstance(node, bool):
+        import torch  # here, not at module level: tools that only write statistics need no torch
+
         return torch.tensor(float(node), dtype=torch.float32)
     raise TypeError(f"normalisation metadata at '{path}' should be a number or a mapping, got {type(node).__name__}")
 

@@ -1,7 +1,8 @@
 """The ``viscy`` command line: a Lightning CLI with extra subcommands.
 
 ``viscy --help`` is answered from a static table without importing Lightning (which alone takes
-10-20 s to import on a small machine); every other invocation builds :class:`VisCyCLI`.
+10-20 s to import on a small machine); standalone subcommands (``viscy rechunk``) run their own
+parser without Lightning; every other invocation builds :class:`VisCyCLI`.
 
 Other packages reuse the machinery for their own console scripts::
 
@@ -14,6 +15,7 @@ Other packages reuse the machinery for their own console scripts::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -39,6 +41,15 @@ SUBCOMMAND_HELP = {
     "export": "Export a model checkpoint to ONNX.",
     "precompute": "Pre-normalise channels of an HCS store into a float16 .npy stack.",
     "convert_to_anndata": "Convert a legacy xarray embeddings zarr store to an AnnData zarr store.",
+}
+
+#: subcommands outside Lightning (plain argparse, no torch import): name -> (one-line help, "module:function");
+#: the function is called as ``function(args, prog="<prog> <name>")``
+STANDALONE_SUBCOMMANDS = {
+    "rechunk": (
+        "Copy an HCS plate into a sharded zarr v3 plate laid out for fast patch reads (resumable, verified).",
+        "viscy_data.rechunk:main",
+    ),
 }
 
 #: subcommands that run without a model / without a data module
@@ -89,8 +100,9 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
     str
         The help text.
     """
-    choices = "{" + ",".join(SUBCOMMAND_HELP) + "}"
-    width = max(len(name) for name in SUBCOMMAND_HELP) + 4
+    helps = SUBCOMMAND_HELP | {name: text for name, (text, _) in STANDALONE_SUBCOMMANDS.items()}
+    choices = "{" + ",".join(helps) + "}"
+    width = max(len(name) for name in helps) + 4
     lines = [
         f"usage: {prog} [-h] [-c CONFIG] [--print_config[=flags]] {choices} ...",
         "",
@@ -107,7 +119,7 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
         "",
         f"  {choices}",
     ]
-    lines += [f"    {name:<{width}}{text}" for name, text in SUBCOMMAND_HELP.items()]
+    lines += [f"    {name:<{width}}{text}" for name, text in helps.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +168,10 @@ def run_cli(
         raise SystemExit(2)
     if tokens[0] in ("-h", "--help"):
         sys.stdout.write(static_help(prog, description))
+        return None
+    if tokens[0] in STANDALONE_SUBCOMMANDS:
+        module, _, function = STANDALONE_SUBCOMMANDS[tokens[0]][1].partition(":")
+        getattr(importlib.import_module(module), function)(tokens[1:], prog=f"{prog} {tokens[0]}")
         return None
     _setup_environment()
     from lightning.pytorch import LightningDataModule, LightningModule
