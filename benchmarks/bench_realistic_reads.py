@@ -1,0 +1,172 @@
+"""Patch-read throughput on realistic plates, original (iohub default) vs. rechunked layout.
+
+Two experiments x 16 FOVs x 20 timepoints, Z 8, float32 label-free channel with unquantised camera noise and
+Poisson fluorescence counts (``realistic_plate.py``); batches of 64 random anchors + their positives, 2
+channels, Z 8, 160 x 160, read by ``MultiExperimentTripletDataset.__getitems__`` with the chunk cache off
+(as the example config). For each layout it prints:
+
+- samples/s (anchor + positive) of ``__getitems__``, mean +- sd over seeds (each seed a different stream
+  of random batches);
+- amplification: bytes decoded per byte delivered, measured by tensorstore's chunk-read counter (and the
+  same number computed from the patch geometry, as a cross-check);
+- decode bandwidth of the layout: whole chunks (or whole shards) decoded with every core, bytes/s;
+- the physical floor: a sample needs 2 patches x 2 ch x 8 x 160 x 160 float32 = 1.64 MB; at the measured
+  decode bandwidth that allows ``bandwidth / 1.64 MB`` samples/s; with the layout's amplification,
+  ``bandwidth / (amplification x 1.64 MB)``.
+
+Plates are read from a warm page cache (every file read once before timing): this measures decoding,
+not the disk. The machine load (``uptime``) is printed with every number.
+
+Run: ``uv run python benchmarks/bench_realistic_reads.py --size 512`` (or ``--size 2048``; see
+``realistic_plate.py`` for how the 2048 x 2048 plates fit on disk). Targets (2 cores): after rechunking with
+the defaults >= 250 samples/s at 512 x 512, >= 200 at 2048 x 2048, amplification <= 3x.
+"""
+
+from viscy_utils.cpu_runtime import tune_cpu_runtime
+
+tune_cpu_runtime()  # before torch is imported, as the command line does
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorstore as ts
+from realistic_plate import PlateSpec, build_experiments
+
+from dynaclr.dataset import MultiExperimentTripletDataset
+from dynaclr.experiment import ExperimentRegistry
+from dynaclr.index import MultiExperimentIndex
+
+PATCH, Z, TAU = (160, 160), slice(0, 8), (0.5, 1.0)
+
+
+def load() -> str:
+    return "load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def chunk_cache_reads() -> int:
+    for metric in ts.experimental_collect_matching_metrics("/tensorstore/cache/chunk_cache/reads"):
+        return int(metric["values"][0]["value"])
+    return 0
+
+
+def decoded_chunk_shape(array: Path) -> list[int]:
+    """Shape of the unit a reader decodes: inner chunks of a sharded array, chunks otherwise."""
+    meta = json.loads((array / "zarr.json").read_text())
+    for codec in meta["codecs"]:
+        if codec["name"] == "sharding_indexed":
+            return codec["configuration"]["chunk_shape"]
+    return meta["chunk_grid"]["configuration"]["chunk_shape"]
+
+
+def warm_page_cache(paths: list[str]) -> float:
+    """Read every file once so timings measure decoding, not the disk; returns GB read."""
+    total = 0
+    for root in paths:
+        for folder, _, files in os.walk(root):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        total += len(chunk)
+    return total / 1e9
+
+
+def expected_chunks(ds: MultiExperimentTripletDataset, rows: np.ndarray, chunk: list[int]) -> int:
+    """Chunks a batch of patch reads overlaps (per channel), from the geometry."""
+    index = ds.index
+    height, width = index._fov_shapes[0]
+    y0 = np.clip(ds._y0[rows], 0, height - PATCH[0])
+    x0 = np.clip(ds._x0[rows], 0, width - PATCH[1])
+    cy, cx = chunk[-2], chunk[-1]
+    ny = (y0 + PATCH[0] - 1) // cy - y0 // cy + 1
+    nx = (x0 + PATCH[1] - 1) // cx - x0 // cx + 1
+    nz = math.ceil((Z.stop - Z.start) / chunk[2]) if chunk[2] < Z.stop - Z.start else 1
+    return int((ny * nx).sum()) * nz * 2
+
+
+def decode_bandwidth(ds: MultiExperimentTripletDataset, rng: np.random.Generator, n: int = 24) -> float:
+    """Bytes/s decoding whole (t, c) plane stacks (all their chunks), all reads in flight together."""
+    n_fov = len(ds._fov_paths)
+    fovs = rng.integers(n_fov, size=n).tolist()
+    stores = [ds._store(f) for f in fovs]
+    picks = [(f, int(rng.integers(s.shape[0])), int(rng.integers(s.shape[1]))) for f, s in zip(fovs, stores)]
+    start = time.perf_counter()
+    futures = [s[t, c, Z].read() for s, (_, t, c) in zip(stores, picks)]
+    nbytes = sum(f.result().nbytes for f in futures)
+    return nbytes / (time.perf_counter() - start)
+
+
+def measure(configs, seeds: list[int], batches: int, batch_size: int) -> dict:
+    registry = ExperimentRegistry(configs)
+    index = MultiExperimentIndex(registry, Z, PATCH, tau_range_hours=TAU)
+    ds = MultiExperimentTripletDataset(index, tau_range_hours=TAU, cache_pool_bytes=0)
+    chunk = decoded_chunk_shape(Path(ds._fov_paths[0]))
+    chunk_bytes = math.prod(chunk) * 4
+    delivered_per_patch = 2 * (Z.stop - Z.start) * PATCH[0] * PATCH[1] * 4
+    rates, amps, amps_geometry = [], [], []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        ds.seed = seed
+        batch_list = [rng.choice(len(ds), batch_size, replace=False).tolist() for _ in range(batches + 1)]
+        ds.__getitems__(batch_list[0])  # opens the stores this seed touches first
+        reads_before = chunk_cache_reads()
+        start = time.perf_counter()
+        for b in batch_list[1:]:
+            ds.__getitems__(b)
+        elapsed = time.perf_counter() - start
+        decoded = (chunk_cache_reads() - reads_before) * chunk_bytes
+        rates.append(batches * batch_size / elapsed)
+        amps.append(decoded / (batches * batch_size * 2 * delivered_per_patch))
+        # geometry cross-check: the anchors' own reads (positives are drawn at random, not reproducible here)
+        rows = ds._rows[np.asarray(batch_list[1])]
+        amps_geometry.append(expected_chunks(ds, rows, chunk) * chunk_bytes / (len(rows) * delivered_per_patch))
+    bandwidth = float(np.median([decode_bandwidth(ds, np.random.default_rng(100 + i)) for i in range(3)]))
+    return {
+        "chunk": chunk,
+        "rate": (float(np.mean(rates)), float(np.std(rates))),
+        "amplification": float(np.mean(amps)),
+        "amplification_geometry": float(np.mean(amps_geometry)),
+        "bandwidth": bandwidth,
+        "sample_bytes": 2 * delivered_per_patch,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, choices=(512, 2048), default=512)
+    parser.add_argument("--layouts", nargs="+", default=["original", "rechunked"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=None, help="timed batches per seed (default 8; 2 at 2048)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--distinct-frames", type=int, default=None, help="pool size (default: all at 512, 8 at 2048)")
+    parser.add_argument("--chunks", type=int, nargs=5, default=None, help="inner chunks of the rechunked layout")
+    parser.add_argument("--no-warm", action="store_true", help="do not pre-read the plates into the page cache")
+    args = parser.parse_args()
+    distinct = args.distinct_frames if args.distinct_frames is not None else (8 if args.size == 2048 else None)
+    spec = PlateSpec(size=args.size, distinct_frames=distinct)
+    print(f"building / reusing plates ({args.size} x {args.size}, distinct frames: {distinct or 'all'}); {load()}")
+    layouts = build_experiments(spec, chunks=args.chunks)
+    print(f"torch threads n/a; cores {len(os.sched_getaffinity(0))}; batch {args.batch_size} anchor + positive")
+    for layout in args.layouts:
+        configs = layouts[layout]
+        if not args.no_warm:
+            print(f"[{layout}] warmed the page cache ({warm_page_cache([c.data_path for c in configs]):.1f} GB)")
+        batches = args.batches or (8 if args.size == 512 and layout == "rechunked" else 2)
+        before = load()
+        r = measure(configs, list(range(args.seeds)), batches, args.batch_size)
+        floor = r["bandwidth"] / r["sample_bytes"]
+        print(
+            f"[{layout}] {args.size}x{args.size} decoded chunk {r['chunk']}: __getitems__ {r['rate'][0]:.1f} "
+            f"+- {r['rate'][1]:.1f} samples/s ({args.seeds} seeds x {batches} batches); amplification "
+            f"{r['amplification']:.2f}x (geometry, anchors: {r['amplification_geometry']:.2f}x); decode bandwidth "
+            f"{r['bandwidth'] / 1e9:.2f} GB/s -> floor {floor:.0f} samples/s at 1x, "
+            f"{floor / r['amplification']:.0f} samples/s at this amplification; {before} -> {load()}"
+        )
+
+
+if __name__ == "__main__":
+    main()
