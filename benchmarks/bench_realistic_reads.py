@@ -88,16 +88,16 @@ def expected_chunks(ds: MultiExperimentTripletDataset, rows: np.ndarray, chunk: 
     return int((ny * nx).sum()) * nz * 2
 
 
-def decode_bandwidth(ds: MultiExperimentTripletDataset, rng: np.random.Generator, n: int = 24) -> float:
-    """Bytes/s decoding whole (t, c) plane stacks (all their chunks), all reads in flight together."""
+def decode_bandwidth(ds: MultiExperimentTripletDataset, rng: np.random.Generator, n: int = 24) -> tuple[float, float]:
+    """Bytes decoded per wall second and per CPU second: whole (t, c) plane stacks, all reads in flight together."""
     n_fov = len(ds._fov_paths)
     fovs = rng.integers(n_fov, size=n).tolist()
     stores = [ds._store(f) for f in fovs]
     picks = [(f, int(rng.integers(s.shape[0])), int(rng.integers(s.shape[1]))) for f, s in zip(fovs, stores)]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     futures = [s[t, c, Z].read() for s, (_, t, c) in zip(stores, picks)]
     nbytes = sum(f.result().nbytes for f in futures)
-    return nbytes / (time.perf_counter() - start)
+    return nbytes / (time.perf_counter() - start), nbytes / (time.process_time() - cpu_start)
 
 
 def measure(configs, seeds: list[int], batches: int, batch_size: int) -> dict:
@@ -107,32 +107,51 @@ def measure(configs, seeds: list[int], batches: int, batch_size: int) -> dict:
     chunk = decoded_chunk_shape(Path(ds._fov_paths[0]))
     chunk_bytes = math.prod(chunk) * 4
     delivered_per_patch = 2 * (Z.stop - Z.start) * PATCH[0] * PATCH[1] * 4
-    rates, amps, amps_geometry = [], [], []
+    rates, amps, amps_geometry, cpu = [], [], [], []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         ds.seed = seed
         batch_list = [rng.choice(len(ds), batch_size, replace=False).tolist() for _ in range(batches + 1)]
         ds.__getitems__(batch_list[0])  # opens the stores this seed touches first
         reads_before = chunk_cache_reads()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for b in batch_list[1:]:
             ds.__getitems__(b)
         elapsed = time.perf_counter() - start
+        cpu.append((time.process_time() - cpu_start) / (batches * batch_size))
         decoded = (chunk_cache_reads() - reads_before) * chunk_bytes
         rates.append(batches * batch_size / elapsed)
         amps.append(decoded / (batches * batch_size * 2 * delivered_per_patch))
         # geometry cross-check: the anchors' own reads (positives are drawn at random, not reproducible here)
         rows = ds._rows[np.asarray(batch_list[1])]
         amps_geometry.append(expected_chunks(ds, rows, chunk) * chunk_bytes / (len(rows) * delivered_per_patch))
-    bandwidth = float(np.median([decode_bandwidth(ds, np.random.default_rng(100 + i)) for i in range(3)]))
+    bandwidth = [decode_bandwidth(ds, np.random.default_rng(100 + i)) for i in range(3)]
     return {
         "chunk": chunk,
         "rate": (float(np.mean(rates)), float(np.std(rates))),
         "amplification": float(np.mean(amps)),
         "amplification_geometry": float(np.mean(amps_geometry)),
-        "bandwidth": bandwidth,
+        "bandwidth": float(np.median([b for b, _ in bandwidth])),
+        "cpu_bandwidth": float(np.median([b for _, b in bandwidth])),
+        "cpu_per_sample": float(np.mean(cpu)),
         "sample_bytes": 2 * delivered_per_patch,
     }
+
+
+def report(layout: str, size: int, r: dict, seeds: int, batches: int, before: str) -> str:
+    """One line per layout; CPU-second figures are what 2 idle cores would give (reads scale with cores)."""
+    floor = r["bandwidth"] / r["sample_bytes"]
+    cores = len(os.sched_getaffinity(0))
+    cpu_floor = cores * r["cpu_bandwidth"] / r["sample_bytes"]
+    return (
+        f"[{layout}] {size}x{size} decoded chunk {r['chunk']}: __getitems__ {r['rate'][0]:.1f} +- {r['rate'][1]:.1f} "
+        f"samples/s ({seeds} seeds x {batches} batches), {1000 * r['cpu_per_sample']:.2f} CPU-ms/sample "
+        f"(= {cores / r['cpu_per_sample']:.0f} samples/s on {cores} idle cores); amplification "
+        f"{r['amplification']:.2f}x (geometry, anchors: {r['amplification_geometry']:.2f}x); decode "
+        f"{r['bandwidth'] / 1e9:.2f} GB/s wall, {r['cpu_bandwidth'] / 1e9:.2f} GB/s per CPU-second -> floor "
+        f"{floor:.0f} samples/s at 1x and {floor / r['amplification']:.0f} at this amplification (idle cores: "
+        f"{cpu_floor:.0f} and {cpu_floor / r['amplification']:.0f}); {before} -> {load()}"
+    )
 
 
 def main() -> None:
@@ -158,14 +177,7 @@ def main() -> None:
         batches = args.batches or (8 if args.size == 512 and layout == "rechunked" else 2)
         before = load()
         r = measure(configs, list(range(args.seeds)), batches, args.batch_size)
-        floor = r["bandwidth"] / r["sample_bytes"]
-        print(
-            f"[{layout}] {args.size}x{args.size} decoded chunk {r['chunk']}: __getitems__ {r['rate'][0]:.1f} "
-            f"+- {r['rate'][1]:.1f} samples/s ({args.seeds} seeds x {batches} batches); amplification "
-            f"{r['amplification']:.2f}x (geometry, anchors: {r['amplification_geometry']:.2f}x); decode bandwidth "
-            f"{r['bandwidth'] / 1e9:.2f} GB/s -> floor {floor:.0f} samples/s at 1x, "
-            f"{floor / r['amplification']:.0f} samples/s at this amplification; {before} -> {load()}"
-        )
+        print(report(layout, args.size, r, args.seeds, batches, before))
 
 
 if __name__ == "__main__":

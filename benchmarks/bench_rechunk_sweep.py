@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench_realistic_reads import load, measure, warm_page_cache
+from bench_realistic_reads import load, measure, report, warm_page_cache
 from realistic_plate import PlateSpec, build_experiments
 
 from viscy_data.rechunk import rechunk
@@ -67,9 +67,8 @@ def main() -> None:
         before = load()
         r = measure(configs, list(range(args.seeds)), args.batches, 64)
         print(
-            f"#{number} chunks {chunks} {compressor}: {r['rate'][0]:.1f} +- {r['rate'][1]:.1f} samples/s, "
-            f"amplification {r['amplification']:.2f}x, decode {r['bandwidth'] / 1e9:.2f} GB/s, "
-            f"size {size / source_size:.2f}x the source, rechunk {seconds:.0f} s; {before} -> {load()}",
+            f"#{number} {compressor}, size {size / source_size:.2f}x the source, rechunk {seconds:.0f} s: "
+            + report("rechunked", spec.size, r, args.seeds, args.batches, before),
             flush=True,
         )
         for config in configs:

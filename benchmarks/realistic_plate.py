@@ -44,7 +44,7 @@ from scipy import ndimage
 
 from dynaclr.experiment import ExperimentConfig
 from viscy_data.norm_meta import compute_statistics
-from viscy_data.rechunk import rechunk
+from viscy_data.rechunk import DEFAULT_CHUNKS, DEFAULT_COMPRESSOR, rechunk
 
 RESULTS = Path(__file__).parent / "results"
 CHANNELS = ["Phase3D", "GFP"]
@@ -256,7 +256,11 @@ def build_experiments(
     chunk_key = "default" if chunks is None else "x".join(map(str, chunks))
     root = root or RESULTS / "plates" / key
     marker = root / (f"complete_{chunk_key}.json" if rechunked else "complete_original.json")
-    record = {"spec": dataclasses.asdict(spec), "chunks": None if chunks is None else list(chunks)}
+    record = {
+        "spec": dataclasses.asdict(spec),
+        "chunks": list(chunks or DEFAULT_CHUNKS),
+        "compressor": DEFAULT_COMPRESSOR,
+    }
     names = ["exp_a", "exp_b"]
     layouts = {"original": "{}.zarr", "rechunked": "{}_rechunked.zarr" if chunks is None else "{}_%s.zarr" % chunk_key}
     if not rechunked and spec.distinct_frames is None:
@@ -284,10 +288,11 @@ def build_experiments(
             if "rechunked" not in layouts:
                 continue
             target = root / layouts["rechunked"].format(name)
-            if not target.exists() or (target.parent / f".{target.name}.rechunk").exists():
-                start = time.perf_counter()
-                rechunk(original, target, chunks=chunks, progress=False)
-                print(f"  rechunked {name} in {time.perf_counter() - start:.1f} s")
+            shutil.rmtree(target, ignore_errors=True)  # made with other defaults, or unfinished
+            shutil.rmtree(target.parent / f".{target.name}.rechunk", ignore_errors=True)
+            start = time.perf_counter()
+            rechunk(original, target, chunks=chunks, progress=False)
+            print(f"  rechunked {name} in {time.perf_counter() - start:.1f} s")
         marker.write_text(json.dumps(record))
     out = {}
     for layout, pattern in layouts.items():

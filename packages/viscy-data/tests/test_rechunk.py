@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -131,6 +132,13 @@ def test_arrays_are_sharded_per_plane_stack_with_small_inner_chunks(copied):
     assert codec["name"] == "sharding_indexed"
     assert codec["configuration"]["chunk_shape"] == [1, 1, 4, 40, 48]  # (1, 1, Z, 64, 64) clipped to the image
     assert DEFAULT_CHUNKS[3:] == (64, 64)
+    assert codec["configuration"]["codecs"][1]["configuration"] | {"typesize": 4} == {
+        "cname": "lz4",
+        "clevel": 1,
+        "shuffle": "bitshuffle",
+        "typesize": 4,
+        "blocksize": 0,
+    }
     pyramid = _array_meta(dest / "A/1/0/1")
     assert pyramid["data_type"] == "uint16"
     assert pyramid["codecs"][0]["configuration"]["chunk_shape"] == [1, 1, 4, 20, 24]
@@ -140,13 +148,13 @@ def test_arrays_are_sharded_per_plane_stack_with_small_inner_chunks(copied):
 
 def test_inner_chunks_and_shards_are_configurable(source, tmp_path):
     dest = tmp_path / "custom.zarr"
-    rechunk(source, dest, chunks=(1, 1, 2, 16, 16), shards=(2, 1, -1, 20, -1), compressor="lz4", progress=False)
+    rechunk(source, dest, chunks=(1, 1, 2, 16, 16), shards=(2, 1, -1, 20, -1), compressor="zstd", progress=False)
     meta = _array_meta(dest / "A/2/0/0")
     # shards hold whole inner chunks: Y 20 -> 32, X 48 -> 48
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [2, 1, 4, 32, 48]
     inner = meta["codecs"][0]["configuration"]
     assert inner["chunk_shape"] == [1, 1, 2, 16, 16]
-    assert inner["codecs"][1]["configuration"]["cname"] == "lz4"
+    assert inner["codecs"][1]["configuration"]["cname"] == "zstd"
     with open_ome_zarr(dest, layout="hcs") as out, open_ome_zarr(source, layout="hcs") as src:
         np.testing.assert_array_equal(out["A/2/0"]["0"][:], src["A/2/0"]["0"][:])
         np.testing.assert_array_equal(out["B/1/0"]["1"][:], src["B/1/0"]["1"][:])
@@ -231,17 +239,16 @@ def test_interrupted_run_never_shows_a_partial_fov_and_resumes(source, tmp_path,
 
 def test_verification_failure_keeps_the_fov_out(source, tmp_path, monkeypatch):
     real = rechunk_module._digest
-    count = {"n": 0}
+    calls = itertools.count(1)  # thread-safe: shards are copied and read back by several threads
 
     def corrupt_read_back(array):
-        count["n"] += 1
-        digest = real(array)
-        # the first array of a FOV has 9 shards: calls 10.. are its read-back
-        return digest[::-1] if count["n"] == 10 else digest
+        # the first array of the first FOV has 9 shards: calls 10-18 are its read-back
+        return real(array)[::-1] if next(calls) > 9 else real(array)
 
     monkeypatch.setattr(rechunk_module, "_digest", corrupt_read_back)
     dest = tmp_path / "bad.zarr"
-    with pytest.raises(RuntimeError, match=r"verification failed for FOV 'A/1/0', array '0', region \[\(0, 1\)"):
+    match = r"verification failed for FOV 'A/1/0', array '0', region \[\(0, 1\), \(0, 1\), \(0, 4\)"
+    with pytest.raises(RuntimeError, match=match):
         rechunk(source, dest, progress=False)
     assert not (dest / "A/1/0").exists() and not (dest / "zarr.json").exists()
 

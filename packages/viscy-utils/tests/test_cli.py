@@ -203,6 +203,15 @@ def test_preprocess_subprocess_on_a_plate(tmp_path, write_plate):
     _check_preprocessed(path)
 
 
+def test_rechunk_then_preprocess_writes_statistics_into_the_sharded_plate(tmp_path, write_plate, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    path, dest = tmp_path / "plate.zarr", tmp_path / "sharded.zarr"
+    write_plate(path, shape=(2, 1, 16, 16))
+    run_cli(["rechunk", str(path), str(dest), "--quiet"])
+    run_cli(["preprocess", f"--data_path={dest}", "--channel_names=[GFP, Mito]", "--num_workers=2", "--block_size=4"])
+    _check_preprocessed(dest)
+
+
 def test_rechunk_runs_without_lightning_and_keeps_the_chosen_channels(tmp_path, plate, capsys):
     path, arrays = plate
     dest = tmp_path / "sharded.zarr"
