@@ -25,7 +25,9 @@ import tensorstore as ts
 import zarr
 from realistic_plate import PlateSpec, build_experiments
 
-from viscy_data.rechunk import DEFAULT_CHUNKS
+from viscy_data.rechunk import DEFAULT_CHUNKS, DEFAULT_COMPRESSOR
+
+CORES = len(os.sched_getaffinity(0))
 
 
 def load() -> str:
@@ -36,14 +38,15 @@ def disk_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def run_rechunk(source: Path, dest: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of ``python -m viscy_data.rechunk SOURCE DEST`` in a fresh process."""
+def run_rechunk(source: Path, dest: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (GB) of the rechunk command in a fresh process."""
     shutil.rmtree(dest, ignore_errors=True)
     code = (
         "import resource, sys\n"
         "from viscy_data.rechunk import main\n"
         "main(sys.argv[1:])\n"
-        "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print('cpu_s', usage.ru_utime + usage.ru_stime, 'maxrss_kb', usage.ru_maxrss)\n"
     )
     start = time.perf_counter()
     out = subprocess.run(
@@ -52,16 +55,17 @@ def run_rechunk(source: Path, dest: Path) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
+    cpu = float(out.stdout.split("cpu_s")[-1].split()[0])
     rss_kb = int(out.stdout.split("maxrss_kb")[-1])
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >= rss_kb
-    return seconds, rss_kb / 1e6
+    return seconds, cpu, rss_kb / 1e6
 
 
 def compare_writers(array: Path, scratch: Path) -> None:
     data = zarr.open_array(str(array), mode="r")[:]
     chunks = tuple(min(c, n) if c > 0 else n for c, n in zip(DEFAULT_CHUNKS, data.shape))
     shards = (1, 1, *data.shape[2:])
-    blosc = {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle", "typesize": 4, "blocksize": 0}
+    blosc = {"cname": DEFAULT_COMPRESSOR, "clevel": 1, "shuffle": "bitshuffle", "typesize": 4, "blocksize": 0}
     codecs = [
         {
             "name": "sharding_indexed",
@@ -99,7 +103,7 @@ def compare_writers(array: Path, scratch: Path) -> None:
                 chunks=chunks,
                 shards=shards,
                 dtype="float32",
-                compressors=[BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")],
+                compressors=[BloscCodec(cname=DEFAULT_COMPRESSOR, clevel=1, shuffle="bitshuffle")],
             )
             a[...] = data
 
@@ -134,10 +138,11 @@ def main() -> None:
     dest = plate.parent / "bench_rechunk_dest.zarr"
     raw = 8 * 20 * 2 * 8 * 512 * 512 * 4
     before = load()
-    seconds, rss = run_rechunk(plate, dest)
+    seconds, cpu, rss = run_rechunk(plate, dest)
     print(
         f"rechunk 512 x 512 plate ({disk_bytes(plate) / 1e9:.2f} GB on disk, {raw / 1e9:.2f} GB of pixels): "
-        f"{seconds:.1f} s, peak RSS {rss:.2f} GB, output {disk_bytes(dest) / 1e9:.2f} GB; {before} -> {load()}"
+        f"{seconds:.1f} s wall, {cpu:.1f} CPU-s (= {cpu / CORES:.1f} s on {CORES} idle cores), peak RSS {rss:.2f} GB, "
+        f"output {disk_bytes(dest) / 1e9:.2f} GB; {before} -> {load()}"
     )
     compare_writers(plate / "A/1/0/0", plate.parent)
     shutil.rmtree(dest)
@@ -146,10 +151,10 @@ def main() -> None:
         pool = Path(layouts["original"][0].data_path).parent / "exp_a_pool.zarr"
         dest = pool.parent / "bench_rechunk_dest.zarr"
         before = load()
-        seconds, rss = run_rechunk(pool, dest)
+        seconds, cpu, rss = run_rechunk(pool, dest)
         print(
             f"rechunk 2048 x 2048 plate ({disk_bytes(pool) / 1e9:.2f} GB on disk, 8 x 2 plane stacks of 128 MiB): "
-            f"{seconds:.1f} s, peak RSS {rss:.2f} GB; {before} -> {load()}"
+            f"{seconds:.1f} s wall, {cpu:.1f} CPU-s, peak RSS {rss:.2f} GB; {before} -> {load()}"
         )
         shutil.rmtree(dest)
 
