@@ -53,6 +53,7 @@ def make_plate(path: Path, version: str, shape=(3, 3, 4, 40, 48), fovs=FOVS, see
             position.zattrs["acquisition"] = {"objective": "63x", "fov": i}
         plate.zattrs["normalization"] = _norm(CHANNELS, 100.0)
         plate.zattrs["experiment"] = {"name": "test", "tags": ["a", "b"]}
+    zarr.open_array(str(path / "/".join(fovs[0]) / "0"), mode="r+").attrs["note"] = {"detector": "sCMOS"}
     return path
 
 
@@ -119,6 +120,7 @@ def test_copy_is_ngff_05_with_every_pixel_and_metadata(source, copied):
         out_rest.pop(PROVENANCE_KEY, None)
         assert _strip_versions(out_ome) == _strip_versions(src_ome), rel
         assert out_rest == src_rest, rel
+    assert zarr.open_array(str(dest / "A/1/0/0"), mode="r").attrs["note"] == {"detector": "sCMOS"}
     provenance = zarr.open_group(str(dest), mode="r").attrs[PROVENANCE_KEY]
     assert provenance["source"] == str(source.resolve()) and provenance["checksums"] == result.checksums
 

@@ -235,7 +235,6 @@ class _Plan:
     plate_attrs: dict[str, Any]  # destination root attributes (NGFF 0.5)
     groups: dict[str, dict[str, Any]]  # row and well groups -> destination attributes
     fovs: list[_Fov]
-    channel_names: list[str]  # of the source plate
 
 
 def _check_shape_arg(name: str, value: Sequence[int] | None, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -290,7 +289,6 @@ def _plan(
 
     groups: dict[str, dict[str, Any]] = {}
     fovs: list[_Fov] = []
-    channel_names: list[str] | None = None
     for well in well_paths:
         row = well.split("/")[0]
         if row not in groups:
@@ -304,8 +302,6 @@ def _plan(
             fov = _Fov(f"{well}/{image['path']}", source / well / image["path"])
             fov_ome, _ = _split_ome(_load_attrs(fov.path)[0])
             names = [ch.get("label") for ch in fov_ome.get("omero", {}).get("channels", [])]
-            if channel_names is None:
-                channel_names = names
             if channels is not None:
                 missing = [c for c in channels if c not in names]
                 if missing:
@@ -316,7 +312,7 @@ def _plan(
     if channels is not None and len(set(channels)) != len(channels):
         raise ValueError(f"channels are listed more than once: {list(channels)}")
     plate_attrs = _group_json(_as_ngff_05({**ome, "plate": plate}), _keep_channels_in_norm(rest, settings.channels))
-    return _Plan(settings, plate_attrs, groups, fovs, channel_names or [])
+    return _Plan(settings, plate_attrs, groups, fovs)
 
 
 # ---------------------------------------------------------------------------------------------- arrays
@@ -444,20 +440,17 @@ def _array_jobs(fov: _Fov, dest: Path, settings: _Settings) -> list[_ArrayJob]:
             pick = list(range(5 - len(shape), 5)) if len(shape) <= 5 else None
         if pick is None:
             raise ValueError(f"{path}: {len(shape)}-dimensional arrays are not supported (at most T, C, Z, Y, X)")
-        inner = _resolve(tuple(settings.chunks[i] for i in pick), shape)
-        shard = _resolve(tuple(settings.shards[i] for i in pick), shape)
-        # a shard holds whole inner chunks
-        shard = tuple(max(s, c) if s % c == 0 else math.ceil(s / c) * c for s, c in zip(shard, inner))
         channel_axis = axis_types.index("channel") if is_image and "channel" in axis_types else None
         channel_ids = None
         if channel_axis is not None and settings.channels is not None:
             ome, _ = _split_ome(_load_attrs(fov.path / parent if parent else fov.path)[0])
             names = [ch.get("label") for ch in ome["omero"]["channels"]]
-            channel_ids = [names.index(c) for c in names if c in settings.channels]
+            channel_ids = [i for i, name in enumerate(names) if name in settings.channels]
             shape = tuple(len(channel_ids) if i == channel_axis else n for i, n in enumerate(shape))
-            inner = _resolve(inner, shape)
-            shard = tuple(min(s, n) if i == channel_axis else s for i, (s, n) in enumerate(zip(shard, shape)))
-            shard = tuple(max(s, c) if s % c == 0 else math.ceil(s / c) * c for s, c in zip(shard, inner))
+        inner = _resolve(tuple(settings.chunks[i] for i in pick), shape)
+        # a shard holds whole inner chunks
+        shard_spec = _resolve(tuple(settings.shards[i] for i in pick), shape)
+        shard = tuple(math.ceil(s / c) * c for s, c in zip(shard_spec, inner))
         metadata = {
             "shape": list(shape),
             "data_type": dtype.name,
