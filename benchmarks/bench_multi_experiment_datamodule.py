@@ -133,7 +133,7 @@ def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, l
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
             f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
-            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {load()}"
         )
         # where the transform time goes: each transform alone on one (anchor) key set
         sample = {f"ch_{i}": torch.rand(batch_size, 1, 8, 192, 192) for i in range(2)}

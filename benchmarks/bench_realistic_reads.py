@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorstore as ts
+from _common import load, warm_page_cache
 from realistic_plate import PlateSpec, build_experiments
 
 from dynaclr.dataset import MultiExperimentTripletDataset
@@ -42,10 +43,6 @@ from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
 
 PATCH, Z, TAU = (160, 160), slice(0, 8), (0.5, 1.0)
-
-
-def load() -> str:
-    return "load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def chunk_cache_reads() -> int:
@@ -61,18 +58,6 @@ def decoded_chunk_shape(array: Path) -> list[int]:
         if codec["name"] == "sharding_indexed":
             return codec["configuration"]["chunk_shape"]
     return meta["chunk_grid"]["configuration"]["chunk_shape"]
-
-
-def warm_page_cache(paths: list[str]) -> float:
-    """Read every file once so timings measure decoding, not the disk; returns GB read."""
-    total = 0
-    for root in paths:
-        for folder, _, files in os.walk(root):
-            for name in files:
-                with open(os.path.join(folder, name), "rb") as f:
-                    while chunk := f.read(1 << 24):
-                        total += len(chunk)
-    return total / 1e9
 
 
 def expected_chunks(ds: MultiExperimentTripletDataset, rows: np.ndarray, chunk: list[int]) -> int:

@@ -23,19 +23,12 @@ from pathlib import Path
 import numpy as np
 import tensorstore as ts
 import zarr
+from _common import disk_bytes, load
 from realistic_plate import PlateSpec, build_experiments
 
 from viscy_data.rechunk import DEFAULT_CHUNKS, DEFAULT_COMPRESSOR
 
 CORES = len(os.sched_getaffinity(0))
-
-
-def load() -> str:
-    return "load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def disk_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def run_rechunk(source: Path, dest: Path) -> tuple[float, float, float]:

@@ -18,7 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
-from bench_realistic_reads import load, measure, report, warm_page_cache
+from _common import disk_bytes, load, warm_page_cache
+from bench_realistic_reads import measure, report
 from realistic_plate import PlateSpec, build_experiments
 
 from viscy_data.rechunk import rechunk
@@ -33,10 +34,6 @@ CANDIDATES = [
     ((1, 1, -1, 128, 128), "lz4"),
     ((1, 1, -1, 64, 64), "none"),
 ]
-
-
-def disk_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def main() -> None:

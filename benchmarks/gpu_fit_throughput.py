@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from _common import load
 from lightning.pytorch import Callback
 
 CONFIG = Path(__file__).parents[1] / "applications/dynaclr/examples/configs/multi_experiment_fit.yml"
@@ -195,8 +196,7 @@ def report(args, config: dict, wall: float, timer: StageTimer) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.smoke else "CPU"
     print(
         f"\n{device}; layout {args.layout}; batch {batch} anchors (+ positives); {steps} timed steps; "
-        f"loader threads {config['data']['init_args']['num_workers']}; load "
-        + " ".join(f"{v:.2f}" for v in os.getloadavg())
+        f"loader threads {config['data']['init_args']['num_workers']}; {load()}"
     )
     print(f"  {steps / total:.2f} steps/s, {steps * batch / total:.1f} samples/s (whole run {wall:.0f} s)")
     for stage in STAGES:
