@@ -44,11 +44,16 @@ def disk_bytes(path: Path) -> int:
 
 def warm_page_cache(paths: list[str]) -> float:
     """Read every file below ``paths`` once so timings measure decoding, not the disk; returns GB read."""
-    total = 0
+    total, seen = 0, set()
     for root in paths:
         for folder, _, files in os.walk(root):
             for name in files:
-                with open(os.path.join(folder, name), "rb") as f:
+                path = os.path.join(folder, name)
+                inode = os.stat(path).st_ino
+                if inode in seen:  # hard links of pooled plates: read once
+                    continue
+                seen.add(inode)
+                with open(path, "rb") as f:
                     while chunk := f.read(1 << 24):
                         total += len(chunk)
     return total / 1e9
