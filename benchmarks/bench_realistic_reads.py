@@ -73,9 +73,11 @@ def expected_chunks(ds: MultiExperimentTripletDataset, rows: np.ndarray, chunk: 
     return int((ny * nx).sum()) * nz * 2
 
 
-def decode_bandwidth(ds: MultiExperimentTripletDataset, rng: np.random.Generator, n: int = 24) -> tuple[float, float]:
+def decode_bandwidth(ds: MultiExperimentTripletDataset, rng: np.random.Generator) -> tuple[float, float]:
     """Bytes decoded per wall second and per CPU second: whole (t, c) plane stacks, all reads in flight together."""
     n_fov = len(ds._fov_paths)
+    stack_bytes = math.prod(ds._store(0).shape[2:]) * 4
+    n = int(np.clip(2**31 // stack_bytes, 4, 24))  # at most ~2 GB in flight
     fovs = rng.integers(n_fov, size=n).tolist()
     stores = [ds._store(f) for f in fovs]
     picks = [(f, int(rng.integers(s.shape[0])), int(rng.integers(s.shape[1]))) for f, s in zip(fovs, stores)]
@@ -146,6 +148,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batches", type=int, default=None, help="timed batches per seed (default 8; fewer original)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--original-batch-size", type=int, default=8, help="batch of the original 2048 layout (memory); 0: --batch-size"
+    )
     parser.add_argument("--distinct-frames", type=int, default=None, help="pool size (default: all at 512, 8 at 2048)")
     parser.add_argument("--chunks", type=int, nargs=5, default=None, help="inner chunks of the rechunked layout")
     parser.add_argument("--no-warm", action="store_true", help="do not pre-read the plates into the page cache")
@@ -161,8 +166,14 @@ def main() -> None:
             print(f"[{layout}] warmed the page cache ({warm_page_cache([c.data_path for c in configs]):.1f} GB)")
         # the original layout decodes whole plane stacks: a few batches already take minutes
         batches = args.batches or {"rechunked": 8, "original": 2 if args.size == 512 else 1}.get(layout, 2)
+        batch_size = args.batch_size
+        if layout == "original" and args.size == 2048 and args.original_batch_size:
+            # every patch decodes a whole 128 MiB plane stack and the dataset issues all reads of a batch at
+            # once: batch 64 (128 reads) took more than 17 GB and was killed on a 23 GB machine
+            batch_size = args.original_batch_size
+            print(f"[{layout}] batch {batch_size} (+ positives) instead of {args.batch_size}: see the note in the code")
         before = load()
-        r = measure(configs, list(range(args.seeds)), batches, args.batch_size)
+        r = measure(configs, list(range(args.seeds)), batches, batch_size)
         print(report(layout, args.size, r, args.seeds, batches, before))
 
 
