@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from _common import load as machine_load
 from _common import smooth_stack
 from iohub.ngff import open_ome_zarr
 
@@ -133,7 +134,7 @@ def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, l
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
             f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
-            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {load()}"
+            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {machine_load()}"
         )
         # where the transform time goes: each transform alone on one (anchor) key set
         sample = {f"ch_{i}": torch.rand(batch_size, 1, 8, 192, 192) for i in range(2)}
