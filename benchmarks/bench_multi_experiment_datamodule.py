@@ -120,6 +120,7 @@ def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, l
         loader = iter(dm.train_dataloader())
         batch = dm.on_after_batch_transfer(next(loader), 0)  # warm-up: open stores, build transforms
         load = transform = 0.0
+        cpu_start = time.process_time()  # loader threads included
         for _ in range(batches):
             start = time.perf_counter()
             batch = next(loader)
@@ -128,11 +129,14 @@ def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, l
             load, transform = load + mid - start, transform + time.perf_counter() - mid
         assert batch["anchor"].shape == (batch_size, 2, 8, 160, 160) and torch.isfinite(batch["anchor"]).all()
         total = batches * batch_size
+        cpu_ms = 1000 * (time.process_time() - cpu_start) / total
+        cores = len(os.sched_getaffinity(0))
         plates = "own small plates" if realistic is None else f"realistic {realistic} x {realistic} plates, {layout}"
         print(
             f"[{plates}] train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
-            f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()}; "
+            f"over {batches} batches of {batch_size}; {cpu_ms:.1f} CPU-ms/sample = {1000 * cores / cpu_ms:.0f} "
+            f"samples/s on {cores} idle cores; torch threads {torch.get_num_threads()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
             f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {machine_load()}"
         )
