@@ -216,12 +216,12 @@ def test_interrupted_run_never_shows_a_partial_fov_and_resumes(source, tmp_path,
     real = rechunk_module._copy_fov
     calls = []
 
-    def crash_on_third(ts, fov, staging, settings, progress):
+    def crash_on_third(ts, fov, *args):
         calls.append(fov.name)
         if len(calls) == 3:
-            real(ts, fov, staging, settings, progress)  # staged completely, then interrupted before the move
+            real(ts, fov, *args)  # staged completely, then interrupted before the move
             raise KeyboardInterrupt
-        return real(ts, fov, staging, settings, progress)
+        return real(ts, fov, *args)
 
     monkeypatch.setattr(rechunk_module, "_copy_fov", crash_on_third)
     with pytest.raises(KeyboardInterrupt):

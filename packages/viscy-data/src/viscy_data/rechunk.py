@@ -484,10 +484,9 @@ def _workers(unit_bytes: int) -> int:
     return max(1, min(cores + 1, _MEMORY_BUDGET // max(unit_bytes, 1)))
 
 
-def _copy_fov(ts, fov: _Fov, staging: Path, settings: _Settings, progress) -> tuple[str, int]:
-    """Write one FOV into ``staging`` and verify it; returns (digest, bytes)."""
+def _copy_fov(ts, fov: _Fov, jobs: list[_ArrayJob], staging: Path, settings: _Settings, progress) -> tuple[str, int]:
+    """Write one FOV's arrays (``jobs``) and groups into ``staging`` and verify them; returns (digest, bytes)."""
     group_ome, group_rest = _split_ome(_load_attrs(fov.path)[0])
-    jobs = _array_jobs(fov, staging, settings)
     if settings.channels is not None and "omero" in group_ome:
         group_ome["omero"]["channels"] = [
             ch for ch in group_ome["omero"]["channels"] if ch.get("label") in settings.channels
@@ -701,11 +700,8 @@ def rechunk(
 
     from tqdm.auto import tqdm
 
-    total_bytes = sum(
-        math.prod(job.shape) * job.dtype.itemsize
-        for fov in pending
-        for job in _array_jobs(fov, staging_root / fov.name, plan.settings)
-    )
+    jobs = {fov.name: _array_jobs(fov, staging_root / fov.name, plan.settings) for fov in pending}
+    total_bytes = sum(math.prod(job.shape) * job.dtype.itemsize for fov_jobs in jobs.values() for job in fov_jobs)
     written: list[str] = []
     copied = 0
     with tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress) as bar:
@@ -715,7 +711,7 @@ def rechunk(
             # leftovers of an interrupted run: a staged FOV, or a moved one whose record was not written
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(final, ignore_errors=True)
-            digest, nbytes = _copy_fov(ts, fov, staging, plan.settings, bar)
+            digest, nbytes = _copy_fov(ts, fov, jobs[fov.name], staging, plan.settings, bar)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging, final)  # the FOV appears in place complete, or not at all
             _write_json_atomic(done_dir / f"{fov.name}.json", {"fov": fov.name, "blake2b": digest, "bytes": nbytes})
