@@ -143,7 +143,9 @@ def _config(experiments_yaml: Path, args, root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CPU, small plates, batch 4, 3 steps: a wiring check")
-    parser.add_argument("--size", type=int, default=2048, help="FOV size of the realistic plates (512 or 2048)")
+    parser.add_argument(
+        "--size", type=int, default=512, help="FOV size of the realistic plates (2048: ~40 GB of pooled plates)"
+    )
     parser.add_argument("--layout", choices=("rechunked", "original"), default="rechunked")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 30; 3 with --smoke)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 5; 1 with --smoke)")
