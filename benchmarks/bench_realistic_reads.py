@@ -64,12 +64,18 @@ def decoded_chunk_shape(array: Path) -> list[int]:
     return meta["chunk_grid"]["configuration"]["chunk_shape"]
 
 
-def expected_chunks(ds: MultiExperimentTripletDataset, rows: np.ndarray, chunk: list[int]) -> int:
-    """Chunks a batch of patch reads overlaps (per channel), from the geometry."""
-    index = ds.index
-    height, width = index._fov_shapes[0]
-    y0 = np.clip(ds._y0[rows], 0, height - PATCH[0])
-    x0 = np.clip(ds._x0[rows], 0, width - PATCH[1])
+def fov_arrays(index: MultiExperimentIndex) -> list[Path]:
+    """Image array of every FOV of the index, in FOV-code order."""
+    paths = {e.name: Path(e.data_path) for e in index.registry.experiments}
+    return [paths[experiment] / fov / "0" for experiment, fov in index.fov_keys]
+
+
+def expected_chunks(index: MultiExperimentIndex, rows: np.ndarray, shape: list[int], chunk: list[int]) -> int:
+    """Chunks the patch reads of ``rows`` overlap (both channels), from the geometry (as the dataset places them)."""
+    height, width = shape[-2:]
+    tracks = index.tracks.iloc[rows]
+    y0 = np.clip(np.floor(tracks["y_clamp"].to_numpy()).astype(int) - PATCH[0] // 2, 0, height - PATCH[0])
+    x0 = np.clip(np.floor(tracks["x_clamp"].to_numpy()).astype(int) - PATCH[1] // 2, 0, width - PATCH[1])
     cy, cx = chunk[-2], chunk[-1]
     ny = (y0 + PATCH[0] - 1) // cy - y0 // cy + 1
     nx = (x0 + PATCH[1] - 1) // cx - x0 // cx + 1
@@ -128,7 +134,9 @@ def measure(configs, seeds: list[int], batches: int, batch_size: int, cache_pool
     registry = ExperimentRegistry(configs)
     index = MultiExperimentIndex(registry, Z, PATCH, tau_range_hours=TAU)
     ds = MultiExperimentTripletDataset(index, tau_range_hours=TAU, cache_pool_bytes=cache_pool_bytes)
-    chunk = decoded_chunk_shape(Path(ds._fov_paths[0]))
+    arrays = fov_arrays(index)
+    chunk = decoded_chunk_shape(arrays[0])
+    shape = json.loads((arrays[0] / "zarr.json").read_text())["shape"]
     chunk_bytes = math.prod(chunk) * 4
     delivered_per_patch = 2 * (Z.stop - Z.start) * PATCH[0] * PATCH[1] * 4
     rates, amps, amps_geometry, cpu = [], [], [], []
@@ -147,9 +155,11 @@ def measure(configs, seeds: list[int], batches: int, batch_size: int, cache_pool
         rates.append(batches * batch_size / elapsed)
         amps.append(decoded / (batches * batch_size * 2 * delivered_per_patch))
         # geometry cross-check: the anchors' own reads (positives are drawn at random, not reproducible here)
-        rows = ds._rows[np.asarray(batch_list[1])]
-        amps_geometry.append(expected_chunks(ds, rows, chunk) * chunk_bytes / (len(rows) * delivered_per_patch))
-    bandwidth = [decode_bandwidth(Path(ds._fov_paths[i]), np.random.default_rng(100 + i)) for i in range(3)]
+        rows = index.anchor_track_rows[np.asarray(batch_list[1])]
+        amps_geometry.append(
+            expected_chunks(index, rows, shape, chunk) * chunk_bytes / (len(rows) * delivered_per_patch)
+        )
+    bandwidth = [decode_bandwidth(arrays[i], np.random.default_rng(100 + i)) for i in range(3)]
     return {
         "chunk": chunk,
         "rate": (float(np.mean(rates)), float(np.std(rates))),
