@@ -54,6 +54,16 @@ def make_plate(path: Path, version: str, shape=(3, 3, 4, 40, 48), fovs=FOVS, see
         plate.zattrs["normalization"] = _norm(CHANNELS, 100.0)
         plate.zattrs["experiment"] = {"name": "test", "tags": ["a", "b"]}
     zarr.open_array(str(path / "/".join(fovs[0]) / "0"), mode="r+").attrs["note"] = {"detector": "sCMOS"}
+    if pyramid:  # a label image (T, Z, Y, X) in a nested group of the first FOV, as NGFF "labels"
+        fov = zarr.open_group(str(path / "/".join(fovs[0])), mode="r+")
+        labels = fov.create_group("labels")
+        labels.attrs["labels"] = ["cells"]
+        cells = labels.create_group("cells")
+        axes = [{"name": n, "type": "space" if n != "T" else "time"} for n in "TZYX"]
+        cells.attrs["multiscales"] = [{"version": version, "axes": axes, "datasets": [{"path": "0"}]}]
+        cells.attrs["image-label"] = {"version": version, "source": {"image": "../../"}}
+        mask = rng.integers(0, 5, (shape[0], *shape[2:]), dtype=np.uint16)
+        cells.create_array("0", shape=mask.shape, dtype=np.uint16, chunks=mask.shape)[:] = mask
     return path
 
 
@@ -94,7 +104,7 @@ def copied(source, tmp_path_factory) -> tuple[Path, RechunkResult]:
 def test_copy_is_ngff_05_with_every_pixel_and_metadata(source, copied):
     dest, result = copied
     assert result.fovs == result.written == ["/".join(f) for f in FOVS] and result.skipped == []
-    assert result.bytes_written == 4 * (3 * 3 * 4 * 40 * 48 * 4 + 3 * 3 * 4 * 20 * 24 * 2)
+    assert result.bytes_written == 4 * (3 * 3 * 4 * 40 * 48 * 4 + 3 * 3 * 4 * 20 * 24 * 2) + 3 * 4 * 40 * 48 * 2
     assert set(result.checksums) == set(result.fovs) and len(set(result.checksums.values())) == 4
     assert not (dest.parent / f".{dest.name}.rechunk").exists()  # bookkeeping removed at the end
     with open_ome_zarr(dest, layout="hcs", mode="r") as out, open_ome_zarr(source, layout="hcs", mode="r") as src:
@@ -121,6 +131,13 @@ def test_copy_is_ngff_05_with_every_pixel_and_metadata(source, copied):
         assert _strip_versions(out_ome) == _strip_versions(src_ome), rel
         assert out_rest == src_rest, rel
     assert zarr.open_array(str(dest / "A/1/0/0"), mode="r").attrs["note"] == {"detector": "sCMOS"}
+    # nested label image: pixels, TZYX chunking by axis name, group metadata
+    labels = zarr.open_array(str(dest / "A/1/0/labels/cells/0"), mode="r")
+    np.testing.assert_array_equal(labels[:], zarr.open_array(str(source / "A/1/0/labels/cells/0"), mode="r")[:])
+    assert _array_meta(dest / "A/1/0/labels/cells/0")["codecs"][0]["configuration"]["chunk_shape"] == [1, 4, 40, 48]
+    cells = zarr.open_group(str(dest / "A/1/0/labels/cells"), mode="r", zarr_format=3).attrs.asdict()
+    assert cells["ome"]["image-label"]["source"] == {"image": "../../"} and cells["ome"]["version"] == "0.5"
+    assert zarr.open_group(str(dest / "A/1/0/labels"), mode="r").attrs["ome"]["labels"] == ["cells"]
     provenance = zarr.open_group(str(dest), mode="r").attrs[PROVENANCE_KEY]
     assert provenance["source"] == str(source.resolve()) and provenance["checksums"] == result.checksums
 
