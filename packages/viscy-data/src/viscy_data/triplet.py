@@ -304,8 +304,9 @@ class TripletDataModule(HCSDataModule):
         ``(start, stop)`` Z slices read.
     initial_yx_patch_size, final_yx_patch_size : tuple of int
         Patch read around each cell, and centre crop after the augmentations.
-    split_ratio, batch_size, num_workers, normalizations, augmentations, persistent_workers,
-    prefetch_factor, pin_memory, caching
+    split_ratio, batch_size, num_workers, normalizations, augmentations
+        As for :class:`~viscy_data.hcs.HCSDataModule` (workers are threads).
+    persistent_workers, prefetch_factor, pin_memory, caching
         As for :class:`~viscy_data.hcs.HCSDataModule` (workers are threads).
     augment_validation : bool, default True
         Augment validation batches too.
