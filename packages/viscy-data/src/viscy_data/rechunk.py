@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_CHUNKS",
     "DEFAULT_COMPRESSOR",
     "DEFAULT_SHARDS",
+    "PROVENANCE_KEY",
     "RechunkResult",
     "build_parser",
     "main",
