@@ -9,12 +9,13 @@ Run: ``uv run python benchmarks/bench_multi_experiment_datamodule.py``. Target: 
 ``--realistic 512`` (or 2048) reads the realistic plates of ``realistic_plate.py`` instead (2 x 16 FOVs x 20
 timepoints, unquantised float32 label-free channel, Poisson counts), rechunked by ``viscy rechunk`` with its
 defaults (``--layout original`` for iohub's default layout); target >= 60 samples/s on the rechunked plate.
-Like ``dynaclr fit``, the script tunes the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
+Like ``dynaclr fit --tune_cpu``, the script tunes the CPU runtime first
+(:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
 huge pages, freed buffers kept for reuse, no OpenMP spinning); ``THP_MEM_ALLOC_ENABLE=0``,
 ``MALLOC_TRIM_THRESHOLD_=131072`` or ``GOMP_SPINCOUNT=300000`` measure without one of them.
 """
 
-# before torch is imported, exactly as the dynaclr / viscy command line does
+# before torch is imported, as `dynaclr fit --tune_cpu` / `viscy fit --tune_cpu` do
 from viscy_utils.cpu_runtime import tune_cpu_runtime
 
 tune_cpu_runtime()

@@ -37,15 +37,19 @@ SOURCE_ROOTS = {
 }
 
 
-def imported_top_levels(path: Path) -> list[tuple[int, str]]:
-    """Return ``(line, top-level module)`` for every absolute import in ``path``."""
+def imported_modules(path: Path) -> list[tuple[int, str, tuple[str, ...]]]:
+    """Return ``(line, module, imported names)`` for every absolute import in ``path``.
+
+    ``from a.b import c, d`` gives ``("a.b", ("c", "d"))``; ``import a.b`` and
+    ``importlib.import_module("a.b")`` with a literal name give ``("a.b", ())``.
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+            found.extend((node.lineno, alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module.split(".")[0]))
+            found.append((node.lineno, node.module, tuple(alias.name for alias in node.names)))
         elif (
             # importlib.import_module("pkg...") with a literal name counts too
             isinstance(node, ast.Call)
@@ -54,8 +58,13 @@ def imported_top_levels(path: Path) -> list[tuple[int, str]]:
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
         ):
-            found.append((node.lineno, node.args[0].value.split(".")[0]))
+            found.append((node.lineno, node.args[0].value, ()))
     return found
+
+
+def imported_top_levels(path: Path) -> list[tuple[int, str]]:
+    """Return ``(line, top-level module)`` for every absolute import in ``path``."""
+    return [(line, module.split(".")[0]) for line, module, _ in imported_modules(path)]
 
 
 def find_violations(package: str, source_root: Path, allowed: set[str]) -> list[str]:
@@ -94,3 +103,28 @@ def test_libraries_never_import_the_application():
     for package, allowed in ALLOWED.items():
         if package != "dynaclr":
             assert "dynaclr" not in allowed, package
+
+
+#: third-party modules that exactly one project module may import ("one concept, one place")
+SOLE_IMPORTERS = {"tensorstore": "viscy_data/patch_reader.py"}
+
+
+def sole_importer_violations(module: str, allowed: str) -> list[str]:
+    """List ``file:line`` for every import of ``module`` in project sources outside ``allowed``."""
+    violations = []
+    for root in SOURCE_ROOTS.values():
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root.parent).as_posix()
+            for line, top in imported_top_levels(path):
+                if top == module and rel != allowed:
+                    violations.append(f"{rel}:{line}")
+    return violations
+
+
+@pytest.mark.parametrize("module", sorted(SOLE_IMPORTERS))
+def test_one_module_imports_each_io_backend(module):
+    violations = sole_importer_violations(module, SOLE_IMPORTERS[module])
+    assert not violations, f"only {SOLE_IMPORTERS[module]} imports {module}; use its helpers in:\n" + "\n".join(
+        violations
+    )
+    assert sole_importer_violations(module, "nowhere.py"), f"{SOLE_IMPORTERS[module]} no longer imports {module}"

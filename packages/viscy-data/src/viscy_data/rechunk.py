@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from viscy_data.patch_reader import array_spec, require_tensorstore, tensorstore_context
+
 __all__ = [
     "DEFAULT_CHUNKS",
     "DEFAULT_COMPRESSOR",
@@ -319,14 +321,6 @@ def _plan(
 # ---------------------------------------------------------------------------------------------- arrays
 
 
-def _import_tensorstore():
-    try:
-        import tensorstore
-    except ImportError as err:
-        raise ImportError('rechunk needs tensorstore: pip install "viscy-data[triplet]"') from err
-    return tensorstore
-
-
 def _array_paths(group: Path) -> Iterator[tuple[str, Path]]:
     """Every array below ``group`` (relative key, path), sub-groups (e.g. labels) included."""
     for child in sorted(group.iterdir()):
@@ -469,12 +463,6 @@ def _array_jobs(fov: _Fov, dest: Path, settings: _Settings) -> list[_ArrayJob]:
     return jobs
 
 
-def _open_source(ts, path: Path, context) -> Any:
-    driver = "zarr3" if (path / "zarr.json").exists() else "zarr"
-    spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(path)}}
-    return ts.open(spec, read=True, context=context).result()
-
-
 def _digest(array: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest()
 
@@ -504,8 +492,8 @@ def _copy_fov(ts, fov: _Fov, jobs: list[_ArrayJob], staging: Path, settings: _Se
     fov_hash = hashlib.blake2b(digest_size=16)
     total = 0
     for job in jobs:
-        context = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
-        source = _open_source(ts, job.source, context)
+        context = tensorstore_context(cache_pool_bytes=0)
+        source = ts.open(array_spec(job.source), read=True, context=context).result()
         dest = ts.open(
             {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(job.dest)}, "metadata": job.metadata},
             create=True,
@@ -525,11 +513,7 @@ def _copy_fov(ts, fov: _Fov, jobs: list[_ArrayJob], staging: Path, settings: _Se
         with ThreadPoolExecutor(_workers(unit_bytes)) as pool:
             written = list(pool.map(copy_unit, units))
         # verify: reopen from disk (metadata included) and compare every shard's pixels
-        check = ts.open(
-            {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(job.dest)}},
-            read=True,
-            context=ts.Context({"cache_pool": {"total_bytes_limit": 0}}),
-        ).result()
+        check = ts.open(array_spec(job.dest), read=True, context=context).result()
         if tuple(check.shape) != job.shape or np.dtype(check.dtype.numpy_dtype) != job.dtype:
             raise RuntimeError(f"rechunk of {fov.name}/{job.key}: written array has the wrong shape or dtype")
 
@@ -674,7 +658,7 @@ def rechunk(
     >>> rechunk("plate.zarr", "plate_sharded.zarr", channels=["Phase3D", "GFP"])  # doctest: +SKIP
     """
     start = time.perf_counter()
-    ts = _import_tensorstore()
+    ts = require_tensorstore("viscy rechunk")
     source, dest = Path(source), Path(destination)
     plan = _plan(source, chunks, shards, compressor, channels, wells)
     if dest.resolve() == source.resolve():
