@@ -314,3 +314,67 @@ def test_sigkill_at_random_points_then_rerun_gives_a_verified_copy(tmp_path):
         for name, pos in out.positions():
             np.testing.assert_array_equal(pos["0"][:], src[name]["0"][:], err_msg=name)
     assert not (tmp_path / ".dst.zarr.rechunk").exists()
+
+
+_IMPORT_SPY = """
+import builtins, importlib, json, sys
+from pathlib import Path
+
+repo, source, dest = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+importers = set()
+original_import, original_import_module = builtins.__import__, importlib.import_module
+
+
+def record(name, depth):
+    if name == "tensorstore" or name.startswith("tensorstore."):
+        caller = Path(sys._getframe(depth).f_code.co_filename)
+        if caller.is_relative_to(repo) and ".venv" not in caller.parts:
+            importers.add(caller.relative_to(repo).as_posix())
+
+
+def spy_import(name, *args, **kwargs):
+    record(name, 2)
+    return original_import(name, *args, **kwargs)
+
+
+def spy_import_module(name, *args, **kwargs):
+    record(name, 2)
+    return original_import_module(name, *args, **kwargs)
+
+
+builtins.__import__, importlib.import_module = spy_import, spy_import_module
+from iohub.ngff import open_ome_zarr
+from viscy_data.patch_reader import FovArray, PatchReader
+from viscy_data.rechunk import rechunk
+
+rechunk(source, dest, progress=False)
+with open_ome_zarr(dest, layout="hcs") as plate:
+    arrays = [FovArray.from_position(position) for _, position in plate.positions()]
+patches = PatchReader(arrays, ["Phase3D", "GFP"], (16, 16), (0, 2)).read([0, 1], [0, 2], [3, 20], [5, 30])
+assert tuple(patches.shape) == (2, 2, 2, 16, 16), patches.shape
+print(json.dumps(sorted(importers)))
+"""
+
+
+def test_only_the_patch_reader_imports_tensorstore_at_run_time(tmp_path):
+    """Rechunking and reading patches reach tensorstore only through ``viscy_data.patch_reader``.
+
+    ``tests/test_layering.py`` checks the import statements; this runs the code in a fresh interpreter and
+    records which project file asks for ``tensorstore`` each time (cached imports included), so a helper
+    that imports it lazily inside a function cannot slip past.
+    """
+    repo = Path(__file__).resolve().parents[3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = make_plate(tmp_path / "src.zarr", "0.4", fovs=FOVS[:2])  # zarr v2 in, sharded zarr v3 out
+    script = tmp_path / "spy.py"
+    script.write_text(_IMPORT_SPY)
+    out = subprocess.run(
+        [sys.executable, str(script), str(repo), str(source), str(tmp_path / "dest.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    importers = json.loads(out.stdout.strip().splitlines()[-1])
+    assert importers == ["packages/viscy-data/src/viscy_data/patch_reader.py"]

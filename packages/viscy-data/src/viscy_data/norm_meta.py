@@ -177,6 +177,8 @@ def _stack_common(metas: Sequence[Any]) -> Any:
     if isinstance(first, Mapping):
         keys = [k for k in first if all(isinstance(m, Mapping) and k in m for m in metas)]
         return {k: _stack_common([m[k] for m in metas]) for k in keys}
+    import torch  # here, not at module level: tools that only write statistics need no torch
+
     return torch.stack([torch.as_tensor(m) for m in metas])
 
 
