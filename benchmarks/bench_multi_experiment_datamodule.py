@@ -77,7 +77,14 @@ def _instantiate(spec: dict):
     return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
 
 
-def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, layout: str = "rechunked") -> None:
+def main(
+    batches: int = 6,
+    batch_size: int = 64,
+    realistic: int | None = None,
+    layout: str = "rechunked",
+    per_transform: bool = True,
+) -> dict:
+    """Measure and print the train loader's samples/s; return the numbers (``ai_ready.py`` tabulates them)."""
     data_args = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
     sampling = {
         k: data_args[k]
@@ -141,6 +148,17 @@ def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, l
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
             f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {machine_load()}"
         )
+        result = {
+            "rate": total / (load + transform),
+            "loader_wait_s": load,
+            "transforms_s": transform,
+            "cpu_ms_per_sample": cpu_ms,
+            "idle_core_rate": 1000 * cores / cpu_ms,
+            "batches": batches,
+            "batch_size": batch_size,
+        }
+        if not per_transform:
+            return result
         # where the transform time goes: each transform alone on one (anchor) key set
         sample = {f"ch_{i}": torch.rand(batch_size, 1, 8, 192, 192) for i in range(2)}
         level = {k: torch.ones(batch_size) for k in ("mean", "std", "median", "iqr")}
@@ -150,6 +168,7 @@ def main(batches: int = 6, batch_size: int = 64, realistic: int | None = None, l
             start = time.perf_counter()
             t(dict(sample))
             print(f"  {spec['class_path']}: {time.perf_counter() - start:.2f} s per {batch_size} samples")
+        return result
 
 
 if __name__ == "__main__":

@@ -104,7 +104,32 @@ def compressed_chunks(array: Path, rng: np.random.Generator, n: int) -> list[byt
     return out
 
 
-def decode_bandwidth(array: Path, rng: np.random.Generator, n: int = 24) -> tuple[float, float]:
+def chunk_reuse(requests: list[tuple[np.ndarray, ...]], shape: list[int], chunk: list[int], z_size: int) -> dict:
+    """How often the patch reads of one batch share a decoded chunk (what a hard benchmark must avoid).
+
+    ``requests`` are the ``(fov, t, y0, x0)`` arrays of one ``PatchReader.read`` call (anchors and
+    positives together). Returns the fraction of chunk touches that hit a chunk another read of the same
+    batch also touches (``shared``: decoded once for both by the stacked read, so cheaper than on users'
+    plates) and the fraction of reads whose (FOV, t) plane stack another read of the batch also uses.
+    """
+    shared, same_stack, touches = [], [], 0
+    cy, cx = chunk[-2], chunk[-1]
+    nz = math.ceil(z_size / chunk[2])
+    for fov, t, y0, x0 in requests:
+        keys = []
+        for f, tk, yk, xk in zip(fov.tolist(), t.tolist(), y0.tolist(), x0.tolist()):
+            for gy in range(yk // cy, (yk + PATCH[0] - 1) // cy + 1):
+                for gx in range(xk // cx, (xk + PATCH[1] - 1) // cx + 1):
+                    keys.extend((f, tk, gz, gy, gx) for gz in range(nz))
+        touches += len(keys)
+        _, counts = np.unique(np.asarray(keys), axis=0, return_counts=True)
+        shared.append(int(counts[counts > 1].sum()) / len(keys))
+        _, stack_counts = np.unique(np.stack([fov, t], axis=1), axis=0, return_counts=True)
+        same_stack.append(int(stack_counts[stack_counts > 1].sum()) / fov.size)
+    return {"shared_chunk_touches": float(np.mean(shared)), "reads_sharing_a_plane_stack": float(np.mean(same_stack))}
+
+
+def decode_bandwidth(array: Path, rng: np.random.Generator, n: int = 24, nbytes: float = 2e9) -> tuple[float, float]:
     """Decoded bytes per wall second and per CPU second of the layout's codec alone (blosc, one thread per core).
 
     Chunks are decompressed from memory into reused buffers: no file system, no reader, no allocation,
@@ -113,9 +138,12 @@ def decode_bandwidth(array: Path, rng: np.random.Generator, n: int = 24) -> tupl
     from numcodecs import blosc
 
     blosc.set_nthreads(1)
+    cores = len(os.sched_getaffinity(0))
+    unit = math.prod(decoded_chunk_shape(array)) * 4  # float32 bytes of one decode unit
+    # whole plane stacks of 2048 x 2048 are 128 MiB each: a few of them are enough (and fit in memory)
+    n = max(cores, min(n, int(nbytes // unit)))
     chunks = compressed_chunks(array, rng, n)
     sizes = [len(blosc.decompress(c)) for c in chunks]
-    cores = len(os.sched_getaffinity(0))
     buffers = [np.empty(max(sizes), np.uint8) for _ in range(cores)]
 
     def work(k: int) -> int:
@@ -123,17 +151,28 @@ def decode_bandwidth(array: Path, rng: np.random.Generator, n: int = 24) -> tupl
             blosc.decompress(c, buffers[k][:size])
         return sum(sizes[k::cores])
 
-    repeats = max(1, int(2e9 // sum(sizes)))
+    repeats = max(1, int(nbytes // sum(sizes)))
     start, cpu_start = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(cores) as pool:
         nbytes = sum(sum(pool.map(work, range(cores))) for _ in range(repeats))
     return nbytes / (time.perf_counter() - start), nbytes / (time.process_time() - cpu_start)
 
 
-def measure(configs, seeds: list[int], batches: int, batch_size: int, cache_pool_bytes: int = 0) -> dict:
+def measure(
+    configs, seeds: list[int], batches: int, batch_size: int, cache_pool_bytes: int = 0, decode_bytes: float = 2e9
+) -> dict:
+    """``__getitems__`` throughput, amplification, chunk reuse and decode floor of one layout's plates."""
     registry = ExperimentRegistry(configs)
     index = MultiExperimentIndex(registry, Z, PATCH, tau_range_hours=TAU)
     ds = MultiExperimentTripletDataset(index, tau_range_hours=TAU, cache_pool_bytes=cache_pool_bytes)
+    requests: list[tuple[np.ndarray, ...]] = []
+    read = ds.reader.read
+
+    def recording_read(fov, t, y0, x0, *args, **kwargs):
+        requests.append(tuple(np.asarray(a, dtype=np.int64).copy() for a in (fov, t, y0, x0)))
+        return read(fov, t, y0, x0, *args, **kwargs)
+
+    ds.reader.read = recording_read  # what the batches really read: anchors and their drawn positives
     arrays = fov_arrays(index)
     chunk = decoded_chunk_shape(arrays[0])
     shape = json.loads((arrays[0] / "zarr.json").read_text())["shape"]
@@ -159,8 +198,9 @@ def measure(configs, seeds: list[int], batches: int, batch_size: int, cache_pool
         amps_geometry.append(
             expected_chunks(index, rows, shape, chunk) * chunk_bytes / (len(rows) * delivered_per_patch)
         )
-    bandwidth = [decode_bandwidth(arrays[i], np.random.default_rng(100 + i)) for i in range(3)]
+    bandwidth = [decode_bandwidth(arrays[i], np.random.default_rng(100 + i), nbytes=decode_bytes) for i in range(3)]
     return {
+        "reuse": chunk_reuse(requests, shape, chunk, Z.stop - Z.start),
         "chunk": chunk,
         "rate": (float(np.mean(rates)), float(np.std(rates))),
         "amplification": float(np.mean(amps)),
@@ -184,7 +224,9 @@ def report(layout: str, size: int, r: dict, seeds: int, batches: int, before: st
         f"{r['amplification']:.2f}x (geometry, anchors: {r['amplification_geometry']:.2f}x); decode "
         f"{r['bandwidth'] / 1e9:.2f} GB/s wall, {r['cpu_bandwidth'] / 1e9:.2f} GB/s per CPU-second -> floor "
         f"{floor:.0f} samples/s at 1x and {floor / r['amplification']:.0f} at this amplification (idle cores: "
-        f"{cpu_floor:.0f} and {cpu_floor / r['amplification']:.0f}); {before} -> {load()}"
+        f"{cpu_floor:.0f} and {cpu_floor / r['amplification']:.0f}); chunk touches shared within a batch "
+        f"{100 * r['reuse']['shared_chunk_touches']:.1f}%, reads sharing a plane stack "
+        f"{100 * r['reuse']['reads_sharing_a_plane_stack']:.1f}%; {before} -> {load()}"
     )
 
 

@@ -30,8 +30,8 @@ from viscy_data.rechunk import DEFAULT_CHUNKS, DEFAULT_COMPRESSOR
 CORES = len(os.sched_getaffinity(0))
 
 
-def run_rechunk(source: Path, dest: Path) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS (GB) of the rechunk command in a fresh process."""
+def run_rechunk(source: Path, dest: Path, *options: str) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (GB) of the rechunk command (with ``options``) in a fresh process."""
     shutil.rmtree(dest, ignore_errors=True)
     code = (
         "import resource, sys\n"
@@ -44,7 +44,7 @@ def run_rechunk(source: Path, dest: Path) -> tuple[float, float, float]:
     )
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code, str(source), str(dest), "--quiet"], capture_output=True, text=True
+        [sys.executable, "-c", code, str(source), str(dest), "--quiet", *options], capture_output=True, text=True
     )
     seconds = time.perf_counter() - start
     if out.returncode != 0:

@@ -231,6 +231,12 @@ def _build_pooled(root: Path, name: str, spec: PlateSpec, rng: np.random.Generat
     return out
 
 
+def plate_dir(spec: PlateSpec, base: Path | None = None) -> Path:
+    """Folder of the plates generated for ``spec`` below ``base`` (default ``benchmarks/results/plates``)."""
+    key = f"s{spec.size}_t{spec.n_t}_z{spec.n_z}_f{spec.fovs_per_well}_d{spec.distinct_frames}_seed{spec.seed}"
+    return (base or RESULTS / "plates") / key
+
+
 def build_experiments(
     spec: PlateSpec, chunks=None, root: Path | None = None, rechunked: bool = True
 ) -> dict[str, list[ExperimentConfig]]:
@@ -252,9 +258,8 @@ def build_experiments(
     dict
         ``{"original": [ExperimentConfig, ...], "rechunked": [...]}``.
     """
-    key = f"s{spec.size}_t{spec.n_t}_z{spec.n_z}_f{spec.fovs_per_well}_d{spec.distinct_frames}_seed{spec.seed}"
     chunk_key = "default" if chunks is None else "x".join(map(str, chunks))
-    root = root or RESULTS / "plates" / key
+    root = root or plate_dir(spec)
     marker = root / (f"complete_{chunk_key}.json" if rechunked else "complete_original.json")
     record = {
         "spec": dataclasses.asdict(spec),
