@@ -77,6 +77,7 @@ class Tee:
     def write(self, text: str) -> int:
         for stream in self.streams:
             stream.write(text)
+            stream.flush()  # progress shows in the log (and under nohup) as it happens
         return len(text)
 
     def flush(self) -> None:
