@@ -34,7 +34,11 @@ WELLS = {"uninfected": ["A/1", "A/2"], "infected": ["B/1", "B/2"]}
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """Two synthetic experiments, written once; every test works on its own copy."""
-    root = tmp_path_factory.mktemp("check_template")
+    return write_template(tmp_path_factory.mktemp("check_template"))
+
+
+def write_template(root: Path) -> Path:
+    """Write the two synthetic experiments (plates and tracks) under ``root``."""
     for seed, name in enumerate(EXPERIMENTS):
         write_synthetic_plate(
             root / f"{name}.zarr",
@@ -118,6 +122,11 @@ def _transform(class_path: str, **init_args) -> dict:
 
 @pytest.fixture
 def setup(template, tmp_path) -> Setup:
+    return make_setup(template, tmp_path)
+
+
+def make_setup(template: Path, tmp_path: Path) -> Setup:
+    """A good configuration on a copy of the template's experiments under ``tmp_path``."""
     shutil.copytree(template, tmp_path / "data")
     s = Setup(tmp_path)
     for name in EXPERIMENTS:
