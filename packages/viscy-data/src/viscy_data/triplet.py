@@ -433,7 +433,7 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             for message, names in found.items()
         ]
 
-    def preflight_check(self, stage: str = "fit", world_size: int = 1) -> None:
+    def preflight_check(self, stage: str = "fit") -> None:
         """Check the plate against the arguments before a run writes anything.
 
         The ``viscy``/``dynaclr`` command calls this before ``fit``, ``validate`` and ``predict`` (before logs,
@@ -442,9 +442,7 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
         Parameters
         ----------
         stage : str
-            The subcommand about to run.
-        world_size : int
-            Number of processes (unused: the training FOVs are known only after the split in ``setup``).
+            The subcommand about to run (``fit``, ``validate`` and ``predict`` are checked).
 
         Raises
         ------

@@ -32,8 +32,8 @@ class VisCyCLI(LightningCLI):
       ``preprocess``, ``precompute`` and ``convert_to_anndata`` need no model; those and ``export`` need
       no data module. The groups stay available (optional) so a training config can be reused.
     - Default logger: ``TensorBoardLogger(save_dir="", version=<YYYYmmdd-HHMMSS>, log_graph=True)``.
-    - A data module with a ``preflight_check(stage, world_size)`` method is checked before the subcommand runs
-      (before logs, checkpoints or ``config.yaml`` are written).
+    - A data module with a ``preflight_check(stage[, world_size][, model])`` method is checked before the
+      subcommand runs (before logs, checkpoints or ``config.yaml`` are written).
     - A checkpoint whose hyper-parameters cannot be parsed does not abort the command (Lightning
       issue #21255): the hyper-parameters are skipped with a warning.
 
@@ -88,16 +88,18 @@ class VisCyCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the data module's pre-flight check, then the subcommand.
 
-        A data module may define ``preflight_check(stage, world_size[, model])``; it runs before ``fit``, ``validate``,
-        ``test`` and ``predict`` start, so configuration errors surface before logs, checkpoints or the saved
-        ``config.yaml`` exist.
+        A data module may define ``preflight_check(stage[, world_size][, model])`` (the optional arguments it names
+        are passed); it runs before ``fit``, ``validate``, ``test`` and ``predict`` start, so configuration errors
+        surface before logs, checkpoints or the saved ``config.yaml`` exist.
         """
         check = getattr(self.datamodule, "preflight_check", None)
         if subcommand in PREFLIGHT_SUBCOMMANDS and callable(check):
-            kwargs = {"stage": subcommand, "world_size": int(getattr(self.trainer, "world_size", 1) or 1)}
-            if "model" in inspect.signature(check).parameters:
-                kwargs["model"] = self.model  # compared with the data (input channels, stack depth)
-            check(**kwargs)
+            offered = {
+                "world_size": int(getattr(self.trainer, "world_size", 1) or 1),
+                "model": self.model,  # compared with the data (input channels, stack depth)
+            }
+            accepted = inspect.signature(check).parameters
+            check(stage=subcommand, **{k: v for k, v in offered.items() if k in accepted})
         super()._run_subcommand(subcommand)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
