@@ -27,6 +27,7 @@ import re
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmarks", nargs="+", choices=sorted(DRIVERS), default=list(DRIVERS))
     parser.add_argument("--quick", action="store_true", help="small workloads, to check the script works")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one benchmark run may take")
+    parser.add_argument("--show-output", action="store_true", help="print each benchmark's full output")
     args = parser.parse_args(argv)
 
     checkouts = {
@@ -143,13 +145,16 @@ def main(argv: list[str] | None = None) -> None:
                 checkout, python = checkouts[label]
                 start = time.perf_counter()
                 output = run_benchmark(python, checkout, code, args.timeout)
-                for name, value in parse(benchmark, output).items():
+                values = parse(benchmark, output)
+                for name, value in values.items():
                     results[label][name].append(value)
                 print(
                     f"round {round_ + 1}/{args.rounds} {benchmark:<10} {label:<6} "
-                    f"({time.perf_counter() - start:.0f} s)",
+                    f"({time.perf_counter() - start:.0f} s): " + ", ".join(f"{k} {v:g}" for k, v in values.items()),
                     flush=True,
                 )
+                if args.show_output:
+                    print(textwrap.indent(output.split("\n", 1)[1].rstrip(), "    "), flush=True)
 
     print(f"\nbefore: {checkouts['before'][0]}\nafter:  {checkouts['after'][0]}")
     print(f"{args.rounds} rounds, alternating{' (quick workloads)' if args.quick else ''}; mean +- sd\n")
