@@ -23,10 +23,12 @@ __all__ = [
     "anchors_problem",
     "channel_positions_problem",
     "crop_problem",
+    "fov_problems",
     "integer_problem",
     "is_finite_number",
     "is_integer",
     "missing_channels_problem",
+    "patch_argument_problems",
     "patch_fit_problems",
     "probability_problem",
     "transform_key_problems",
@@ -247,3 +249,87 @@ def transform_key_problems(
                 )
             )
     return out
+
+
+def patch_argument_problems(
+    batch_size: Any,
+    num_workers: Any,
+    z_range: Any,
+    read_size: Any,
+    final_size: Any,
+    read_name: str = "yx_patch_size",
+) -> list[str]:
+    """Every type or range problem of the arguments of a patch data module, checked before any file is opened.
+
+    Parameters
+    ----------
+    batch_size, num_workers : int
+        At least 1 and 0.
+    z_range : sequence of int
+        ``[start, stop]`` with ``0 <= start < stop``.
+    read_size, final_size : sequence of int
+        Patch read (named ``read_name``) and its centre crop (``final_yx_patch_size``), positive, crop not larger.
+    read_name : str
+        Name of the read-size argument.
+
+    Returns
+    -------
+    list[str]
+        One message per problem; empty when none.
+    """
+    problems = [
+        integer_problem("batch_size", batch_size, 1),
+        integer_problem("num_workers", num_workers, 0),
+        z_range_problem(list(z_range) if isinstance(z_range, tuple) else z_range),
+    ]
+    sizes = [yx_size_problem(read_name, read_size), yx_size_problem("final_yx_patch_size", final_size)]
+    problems += sizes
+    if not any(sizes):
+        problems.append(crop_problem(final_size, read_size, read_name=read_name))
+    return [p for p in problems if p is not None]
+
+
+def fov_problems(
+    positions: Sequence[Any],
+    channels: Sequence[str],
+    z_range: slice,
+    yx_patch_size: Sequence[int],
+    yx_key: str = "yx_patch_size",
+    array_key: str = "0",
+) -> list[str]:
+    """Find what keeps FOVs from giving patches: missing channels, ``z_range`` and patch size against each image.
+
+    Parameters
+    ----------
+    positions : sequence of iohub Position
+        The FOVs used.
+    channels : sequence of str
+        Channels read (argument ``source_channel``).
+    z_range : slice
+        Z planes read.
+    yx_patch_size : sequence of int
+        Patch height and width (argument ``yx_key``).
+    yx_key : str
+        Name of the patch-size argument.
+    array_key : str
+        Image array of each FOV.
+
+    Returns
+    -------
+    list[str]
+        One message per problem, FOVs with the same problem listed together; empty when none.
+    """
+    from viscy_data._io import fov_name  # iohub: imported only when FOVs are checked
+
+    found: dict[str, list[str]] = {}
+    for position in positions:
+        name = fov_name(position)
+        missing = missing_channels_problem(channels, position.channel_names, "source_channel")
+        fits = patch_fit_problems(position[array_key].shape, z_range, yx_patch_size, yx_key=yx_key)
+        for message in [missing] * (missing is not None) + [m for _, m in fits]:
+            found.setdefault(message, []).append(name)
+    return [
+        f"FOV{'s' * (len(names) > 1)} {', '.join(names[:5])}{f' and {len(names) - 5} more' * (len(names) > 5)}: "
+        f"{message}"
+        for message, names in found.items()
+    ]

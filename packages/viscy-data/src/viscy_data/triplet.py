@@ -254,27 +254,6 @@ def _read_tracks(tracks_path: Path, position: Position) -> pd.DataFrame:
     return pd.read_csv(csvs[0])
 
 
-def _raise_argument_problems(batch_size, num_workers, z_range, initial_yx_patch_size, final_yx_patch_size) -> None:
-    """Raise :class:`~viscy_data.checks.DataCheckError` listing every argument of the wrong type or range."""
-    problems = [
-        checks.integer_problem("batch_size", batch_size, 1),
-        checks.integer_problem("num_workers", num_workers, 0),
-        checks.z_range_problem(list(z_range) if isinstance(z_range, tuple) else z_range),
-    ]
-    sizes = [
-        checks.yx_size_problem(k, v)
-        for k, v in (("initial_yx_patch_size", initial_yx_patch_size), ("final_yx_patch_size", final_yx_patch_size))
-    ]
-    problems += sizes
-    if not any(sizes):
-        problems.append(
-            checks.crop_problem(final_yx_patch_size, initial_yx_patch_size, read_name="initial_yx_patch_size")
-        )
-    found = [p for p in problems if p is not None]
-    if found:
-        raise checks.DataCheckError(found, "TripletDataModule")
-
-
 class TripletDataModule(DeviceTransformMixin, HCSDataModule):
     """Triplets of tracked-cell patches for contrastive learning (DynaCLR).
 
@@ -343,7 +322,11 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
         seed: int | None = None,
     ) -> None:
         _require_extras("TripletDataModule")
-        _raise_argument_problems(batch_size, num_workers, z_range, initial_yx_patch_size, final_yx_patch_size)
+        problems = checks.patch_argument_problems(
+            batch_size, num_workers, z_range, initial_yx_patch_size, final_yx_patch_size, "initial_yx_patch_size"
+        )
+        if problems:
+            raise checks.DataCheckError(problems, "TripletDataModule")
         z_start, z_stop = z_range
         z_window_size = z_window_size or (z_stop - z_start)
         if z_window_size > z_stop - z_start:
@@ -405,34 +388,6 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             seed=self.seed or 0,
         )
 
-    def data_problems(self, positions: Sequence[Position]) -> list[str]:
-        """Find what keeps the selected FOVs from giving patches: channels, ``z_range`` and patch size per FOV.
-
-        Parameters
-        ----------
-        positions : sequence of Position
-            The FOVs used.
-
-        Returns
-        -------
-        list[str]
-            One message per problem (FOVs with the same problem are listed together); empty when none.
-        """
-        found: dict[str, list[str]] = {}
-        for position in positions:
-            name = fov_name(position)
-            channels = checks.missing_channels_problem(self.source_channel, position.channel_names, "source_channel")
-            fits = checks.patch_fit_problems(
-                position["0"].shape, self.z_range, self.initial_yx_patch_size, yx_key="initial_yx_patch_size"
-            )
-            for message in [channels] * (channels is not None) + [m for _, m in fits]:
-                found.setdefault(message, []).append(name)
-        return [
-            f"FOV{'s' * (len(names) > 1)} {', '.join(names[:5])}{' and more' * (len(names) > 5)} of "
-            f"{self.data_path}: {message}"
-            for message, names in found.items()
-        ]
-
     def preflight_check(self, stage: str = "fit") -> None:
         """Check the plate against the arguments before a run writes anything.
 
@@ -456,7 +411,10 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             self._check_positions(_select_fovs(plate, self._include_wells, self._exclude_fovs))
 
     def _check_positions(self, positions: Sequence[Position]) -> None:
-        problems = self.data_problems(positions)
+        problems = checks.fov_problems(
+            positions, self.source_channel, self.z_range, self.initial_yx_patch_size, "initial_yx_patch_size"
+        )
+        problems = [f"{self.data_path}: {m}" for m in problems]
         try:
             self._check_norm_meta(positions)
         except ValueError as err:
