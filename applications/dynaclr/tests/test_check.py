@@ -928,7 +928,7 @@ def test_cli_debug_shows_the_traceback_of_an_unexpected_failure(setup, monkeypat
     def boom(*args, **kwargs):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr("dynaclr.check.check_config", boom)
+    monkeypatch.setattr("dynaclr.check.command.check_config", boom)
     runner = CliRunner()
     quiet = runner.invoke(dynaclr_group, ["check", "-c", str(setup.write())])
     assert quiet.exit_code == 1 and "error: RuntimeError: unexpected" in quiet.output
