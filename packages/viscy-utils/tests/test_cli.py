@@ -62,6 +62,7 @@ def test_help_is_instant_and_lists_every_subcommand():
     assert result.returncode == 0, result.stderr
     for name in ("fit", "validate", "test", "predict", "preprocess", "export", "precompute", "convert_to_anndata"):
         assert f"    {name} " in result.stdout
+    assert "    rechunk " in result.stdout
     assert "Computer vision models for single-cell phenotyping." in result.stdout
     assert elapsed < 10  # Lightning alone takes 10-20 s to import here; the help must not import it
     probe = "import sys, viscy_utils.cli; print('lightning' in sys.modules or 'torch' in sys.modules)"
@@ -204,6 +205,39 @@ def test_preprocess_subprocess_on_a_plate(tmp_path, write_plate):
     _check_preprocessed(path)
 
 
+def test_rechunk_then_preprocess_writes_statistics_into_the_sharded_plate(tmp_path, write_plate, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    path, dest = tmp_path / "plate.zarr", tmp_path / "sharded.zarr"
+    write_plate(path, shape=(2, 1, 16, 16))
+    run_cli(["rechunk", str(path), str(dest), "--quiet"])
+    run_cli(["preprocess", f"--data_path={dest}", "--channel_names=[GFP, Mito]", "--num_workers=2", "--block_size=4"])
+    _check_preprocessed(dest)
+
+
+def test_rechunk_runs_without_lightning_and_keeps_the_chosen_channels(tmp_path, plate, capsys):
+    path, arrays = plate
+    dest = tmp_path / "sharded.zarr"
+    run_cli(["rechunk", str(path), str(dest), "--channels", "Mito", "GFP", "--wells", "A/1", "--quiet"])
+    assert "written and verified" in capsys.readouterr().out
+    with open_ome_zarr(dest, mode="r") as out:
+        assert out.channel_names == ["GFP", "Mito"]
+        names = [name for name, _ in out.positions()]
+        assert names and all(name.startswith("A/1/") for name in names)
+        for name, position in out.positions():
+            assert (position["0"][:] == arrays[name][:, 1:3]).all()
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["rechunk", str(path), str(tmp_path / "other.zarr"), "--channels", "Nope"])
+    assert exc.value.code == 2
+    assert "viscy rechunk: error: channel(s) ['Nope'] not found" in capsys.readouterr().err
+    probe = (
+        "import sys; from viscy_utils.cli import run_cli\n"
+        "try:\n    run_cli(['rechunk', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "usage: viscy rechunk [-h]" in result.stdout and result.stdout.strip().endswith("[]")
+
+
 def test_precompute_flags_parse(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["viscy"])
     args = ["--data_path", "p.zarr", "--output_path", "o", "--channel_names", "[Phase3D, GFP]"]
@@ -234,3 +268,30 @@ def test_export_with_a_reused_fit_config_ignores_the_data_module(tmp_path, toys,
     run_cli(["export", "-c", str(config), "--export_path", str(tmp_path / "m.onnx"), "--ckpt_path", "x.ckpt"])
     assert type(received["model"]).__name__ == "ToyModule"
     assert str(received["export_path"]).endswith("m.onnx")
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
+def test_data_module_preflight_runs_before_anything_is_written(tmp_path, toys, monkeypatch, capsys, subcommand):
+    from viscy_data.checks import DataCheckError
+
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    monkeypatch.chdir(tmp_path)  # the default logger writes below the working directory
+    config = yaml.safe_load(_fit_config(tmp_path).read_text())
+    config["data"]["class_path"] = "vu_toys.CheckedDataModule"
+    config["trainer"]["default_root_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "checked.yml"
+    path.write_text(yaml.safe_dump(config))
+    toys.CheckedDataModule.calls.clear()
+    with pytest.raises(SystemExit) as exit_info:  # every problem, no traceback, status 1
+        run_cli([subcommand, "-c", str(path), "--data.init_args.fail=true"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: batch_size is wrong\nerror: the data module's check failed\n2 errors in toy" in err
+    assert "Traceback" not in err and "--debug" in err
+    with pytest.raises(DataCheckError, match="check failed"):  # --debug: the exception and its traceback
+        run_cli([subcommand, "-c", str(path), "--data.init_args.fail=true", "--debug"])
+    assert toys.CheckedDataModule.calls == [(subcommand, 1)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checked.yml", "fit.yml"]  # no logs, no config.yaml
+    if subcommand == "fit":  # a passing check lets the run go on
+        run_cli([subcommand, "-c", str(path), "--trainer.fast_dev_run=true"])
+        assert toys.CheckedDataModule.calls == [(subcommand, 1)] * 3

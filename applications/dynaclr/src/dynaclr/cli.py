@@ -1,8 +1,10 @@
 """The ``dynaclr`` command: Lightning training/inference subcommands and evaluation tools.
 
-``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata`` forward every
-remaining argument unchanged to the shared ``viscy`` Lightning CLI (:func:`viscy_utils.cli.run_cli`),
-so they behave exactly like ``viscy <subcommand>``. Evaluation subcommands are :class:`LazyCommand`s:
+``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata|rechunk`` forward
+every remaining argument unchanged to the shared ``viscy`` command line (:func:`viscy_utils.cli.run_cli`),
+so they behave exactly like ``viscy <subcommand>``: a failed pre-flight check of the data module (see
+``dynaclr check``) prints its report without a traceback (``--debug`` shows it) and exits with status 1.
+``check`` and the evaluation subcommands are :class:`LazyCommand`s:
 their modules (and heavy dependencies) are imported only when the command runs or its options are
 shown, which keeps ``dynaclr --help`` instant.
 """
@@ -17,7 +19,7 @@ __all__ = ["LazyCommand", "dynaclr", "main"]
 
 _EVAL_EXTRA = 'pip install "dynaclr[eval]"'
 
-#: Lightning subcommands forwarded to the viscy CLI, with their one-line help.
+#: subcommands forwarded to the viscy CLI (Lightning's and ``rechunk``), with their one-line help.
 LIGHTNING_SUBCOMMANDS = {
     "fit": "Train a model (Lightning fit): dynaclr fit -c fit.yml",
     "validate": "Run one validation epoch.",
@@ -27,6 +29,8 @@ LIGHTNING_SUBCOMMANDS = {
     "preprocess": "Compute normalisation statistics of an OME-Zarr plate.",
     "precompute": "Pre-normalise channels of a plate into a float16 .npy stack.",
     "convert_to_anndata": "Convert a legacy xarray embeddings store to AnnData.",
+    # not a Lightning subcommand, but forwarded to the viscy CLI the same way
+    "rechunk": "Copy a plate into a sharded zarr v3 plate for fast patch reads: dynaclr rechunk SRC.zarr DST.zarr",
 }
 
 
@@ -113,13 +117,14 @@ def _lightning_command(name: str, short_help: str) -> click.Command:
     def run(args: tuple[str, ...]) -> None:
         from viscy_utils.cli import run_cli
 
+        # a failed pre-flight check prints every problem and exits 1 (run_cli; --debug shows the traceback)
         run_cli([name, *args], prog="dynaclr", description="DynaCLR: contrastive learning of cell dynamics.")
 
     return click.Command(
         name,
         callback=run,
         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        help=f"{short_help}\n\nAll arguments are passed to the Lightning CLI; see `dynaclr {name} --help`.",
+        help=f"{short_help}\n\nAll arguments are passed to the viscy command line; see `dynaclr {name} --help`.",
         short_help=short_help,
         add_help_option=False,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},
@@ -140,6 +145,15 @@ def dynaclr() -> None:
 
 for _name, _help in LIGHTNING_SUBCOMMANDS.items():
     dynaclr.add_command(_lightning_command(_name, _help))
+
+dynaclr.add_command(
+    LazyCommand(
+        "check",
+        "dynaclr.check:check_command",
+        short_help="Check a config and every experiment it names: dynaclr check -c fit.yml",
+        extra="pip install dynaclr",
+    )
+)
 
 _EVALUATION = "dynaclr.evaluation.linear_classifiers"
 for _command in (

@@ -1,7 +1,9 @@
 """The ``viscy`` command line: a Lightning CLI with extra subcommands.
 
 ``viscy --help`` is answered from a static table without importing Lightning (which alone takes
-10-20 s to import on a small machine); every other invocation builds :class:`VisCyCLI`.
+10-20 s to import on a small machine); tool subcommands (:data:`TOOL_SUBCOMMANDS`: ``viscy rechunk``,
+``viscy import-tracks``, ``viscy import-images``) run their own parser without Lightning; every other
+invocation builds :class:`VisCyCLI`.
 
 Other packages reuse the machinery for their own console scripts::
 
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from viscy_data.checks import DataCheckError
 from viscy_utils.cpu_runtime import enable_huge_page_buffers, tune_cpu_runtime
 
 if TYPE_CHECKING:
@@ -42,12 +45,15 @@ SUBCOMMAND_HELP = {
     "convert_to_anndata": "Convert a legacy xarray embeddings zarr store to an AnnData zarr store.",
     "import-tracks": "Convert TrackMate XML, CTC res_track.txt or track tables into per-FOV tracks CSVs.",
     "import-images": "Write a TIFF / OME-TIFF time-lapse as a position of an HCS OME-Zarr plate.",
+    "rechunk": "Copy an HCS plate into a sharded zarr v3 plate laid out for fast patch reads (resumable, verified).",
 }
 
-#: subcommands that are plain functions of their arguments (no Lightning): name -> "module:function"
+#: subcommands that are plain functions of their arguments (no Lightning, no torch import): name -> "module:function";
+#: the function is called as ``function(args, prog="<prog> <name>")``
 TOOL_SUBCOMMANDS = {
     "import-tracks": "viscy_utils.import_commands:import_tracks",
     "import-images": "viscy_utils.import_commands:import_images",
+    "rechunk": "viscy_data.rechunk:main",
 }
 
 #: subcommands that run without a model / without a data module
@@ -63,6 +69,8 @@ _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
 
 #: command-line switch (anywhere on the line) that opts in to :func:`~viscy_utils.cpu_runtime.tune_cpu_runtime`
 TUNE_CPU_FLAGS = frozenset({"--tune_cpu", "--tune-cpu"})
+#: command-line switch (anywhere on the line): a failed pre-flight check shows its traceback
+DEBUG_FLAG = "--debug"
 #: environment variable that opts in too (``1``, ``true``, ``yes`` or ``on``)
 TUNE_CPU_ENV = "VISCY_TUNE_CPU"
 
@@ -120,8 +128,9 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
     str
         The help text.
     """
-    choices = "{" + ",".join(SUBCOMMAND_HELP) + "}"
-    width = max(len(name) for name in SUBCOMMAND_HELP) + 4
+    helps = SUBCOMMAND_HELP
+    choices = "{" + ",".join(helps) + "}"
+    width = max(len(name) for name in helps) + 4
     lines = [
         f"usage: {prog} [-h] [-c CONFIG] [--print_config[=flags]] {choices} ...",
         "",
@@ -134,13 +143,14 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
         "                        Print the configuration after applying all other arguments and exit.",
         "  --tune_cpu            Tune the CPU runtime for batch transforms (huge pages, heap reuse, no OpenMP",
         f"                        spinning; see viscy_utils.cpu_runtime). Off by default; {TUNE_CPU_ENV}=1 too.",
+        "  --debug               Show the traceback when the data module's pre-flight check fails.",
         "",
         "subcommands:",
         f"  For more details of each subcommand, add it as an argument followed by --help (e.g. {prog} fit --help).",
         "",
         f"  {choices}",
     ]
-    lines += [f"    {name:<{width}}{text}" for name, text in SUBCOMMAND_HELP.items()]
+    lines += [f"    {name:<{width}}{text}" for name, text in helps.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +197,7 @@ def run_cli(
     -------
     VisCyCLI or None
         The CLI object after the subcommand ran; ``None`` when only the top-level help was printed or
-        a tool subcommand (``import-tracks``, ``import-images``) ran.
+        a tool subcommand (``import-tracks``, ``import-images``, ``rechunk``) ran.
 
     Raises
     ------
@@ -208,6 +218,11 @@ def run_cli(
         module, _, function = TOOL_SUBCOMMANDS[tokens[0]].partition(":")
         getattr(importlib.import_module(module), function)(tokens[1:], prog=f"{prog} {tokens[0]}")
         return None
+    debug = DEBUG_FLAG in tokens
+    if debug:
+        tokens = [t for t in tokens if t != DEBUG_FLAG]
+        if args is None:
+            sys.argv = [sys.argv[0], *tokens]
     _setup_environment(tune_cpu)
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -236,6 +251,11 @@ def run_cli(
     except KeyboardInterrupt:
         _report_interruption(prog, tokens, "SIGINT")
         raise SystemExit(EXIT_SIGINT) from None
+    except DataCheckError as err:  # the data module's pre-flight check: every problem, no traceback
+        if debug:
+            raise
+        sys.stderr.write(f"{err.format()}\n(nothing was written; add {DEBUG_FLAG} for the traceback)\n")
+        raise SystemExit(1) from None
     except SystemExit as exit_:
         # Lightning turns a KeyboardInterrupt inside fit/validate/predict into sys.exit(1)
         if isinstance(exit_.__context__, KeyboardInterrupt):
