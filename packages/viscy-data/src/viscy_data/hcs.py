@@ -75,7 +75,8 @@ class HCSDataModule(LightningDataModule):
     pin_memory : bool, default False
         Pin batches in page-locked memory.
     seed : int, optional
-        Seed of the train/val FOV split; None uses the global torch RNG (``seed_everything``).
+        Seed of the train/val FOV split; None uses the global seed (``torch.initial_seed()``, set by
+        ``seed_everything``), so every DDP rank gets the same split.
     """
 
     def __init__(
@@ -221,8 +222,11 @@ class HCSDataModule(LightningDataModule):
             raise NotImplementedError(f"{stage} stage")
 
     def _split(self, n: int) -> tuple[list[int], list[int]]:
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(n, generator=generator).tolist()
+        # Without an explicit seed the split follows the global seed (``seed_everything``), but through its own
+        # generator: how many random numbers a process drew before ``setup`` (rank 0 does more work than the
+        # others under DDP) must not change the split, or ranks would train and validate on different FOVs.
+        seed = torch.initial_seed() if self.seed is None else self.seed
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         n_train = int(n * self.split_ratio)
         return order[:n_train], order[n_train:]
 
