@@ -43,7 +43,7 @@ def plate(tmp_path_factory):
         n_timepoints=4,
         z_size=2,
         yx_size=(64, 64),
-        cells_per_fov=4,
+        cells_per_fov=8,  # every FOV split of 4 FOVs keeps several tracks (negatives need two)
         channel_names=CHANNELS,
         tracks_path=root / "tracks",
     )

@@ -184,3 +184,16 @@ def test_split_without_seed_follows_the_global_seed_not_the_rng_state(synthetic_
         dm.setup("fit")
         seen.add(tuple(_val_fovs(dm)))
     assert len(seen) > 1
+
+
+def test_a_split_with_one_track_fails_at_setup_naming_the_fovs(synthetic_plate, tmp_path):
+    # one cell per FOV, in the image centre: 3 of the 4 FOVs train, the one validation FOV holds a single track
+    for fov in synthetic_plate.fov_names:
+        folder = tmp_path / "tracks" / fov
+        folder.mkdir(parents=True)
+        pd.DataFrame(
+            {"track_id": 0, "t": range(8), "y": 64.0, "x": 64.0, "id": range(8), "parent_track_id": -1, "parent_id": -1}
+        ).to_csv(folder / "tracks.csv", index=False)
+    dm = _dm(synthetic_plate, tracks_path=tmp_path / "tracks", split_ratio=0.75, batch_size=2)
+    with pytest.raises(ValueError, match=r"validation FOVs \['[AB]/[12]/0'\] hold 1 usable track\(s\); negatives need"):
+        dm.setup("fit")
