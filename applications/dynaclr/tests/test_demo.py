@@ -1,7 +1,9 @@
 """`dynaclr demo`: dataset, configs, evaluation pieces and a reduced end-to-end run (~30 s)."""
 
+import copy
 import json
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +14,6 @@ from dynaclr.demo.data import DEMO_EXPERIMENTS, DemoExperiment, write_demo_datas
 from dynaclr.demo.report import EmbeddingScores, label_embeddings, plot_embeddings, score_embeddings
 from dynaclr.demo.run import _PRESETS, _fit_config, _predict_config, demo_config_path, main, run_demo
 from dynaclr.experiment import ExperimentRegistry
-
-anndata = pytest.importorskip("anndata")
 
 SMALL = {"n_timepoints": 6, "fovs_per_well": 1, "yx_size": (48, 48), "z_size": 3, "cells_per_fov": 3}
 EXPERIMENTS = (
@@ -159,14 +159,17 @@ def test_demo_yml_is_a_multi_experiment_config_with_all_axes():
 
 def test_configs_get_the_run_paths(tmp_path):
     template = yaml.safe_load(demo_config_path().read_text())
+    pristine = copy.deepcopy(template)
     fit = _fit_config(template, tmp_path, tmp_path / "experiments.yml", "held", max_epochs=2)
+    fit_copy = copy.deepcopy(fit)
     assert fit["data"]["init_args"]["experiments_yaml"] == str(tmp_path / "experiments.yml")
     assert fit["data"]["init_args"]["val_experiments"] == ["held"]
     assert fit["trainer"]["max_epochs"] == 2
     assert fit["trainer"]["logger"]["init_args"]["save_dir"] == str(tmp_path / "logs")
     assert "/path/to" not in yaml.safe_dump(fit)
-    assert template["trainer"]["max_epochs"] != 2 or template is not fit  # the template is not mutated
+    assert template == pristine  # the template is not mutated (nested sections included)
     predict = _predict_config(fit, "held", tmp_path / "e.zarr", tmp_path / "last.ckpt", tmp_path / "p")
+    assert fit == fit_copy  # nor is the fit config the predict config is derived from
     assert predict["trainer"]["default_root_dir"] == str(tmp_path / "p")
     assert predict["ckpt_path"] == str(tmp_path / "last.ckpt")
     assert predict["data"]["init_args"]["predict_experiments"] == ["held"]

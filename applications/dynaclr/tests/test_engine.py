@@ -122,7 +122,6 @@ def test_predict_step_passes_index_through(tiny_encoder):
 
 
 def test_fit_logs_spec_keys_and_images(triplets, tiny_encoder, recording_logger):
-    pytest.importorskip("viscy_utils.log_images")
     module = ContrastiveModule(
         tiny_encoder, loss_function=NTXentLoss(), log_batches_per_epoch=2, log_samples_per_batch=2
     )

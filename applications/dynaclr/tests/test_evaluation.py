@@ -1,5 +1,6 @@
 import os
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,9 +8,6 @@ import yaml
 from click.testing import CliRunner
 
 from dynaclr.cli import dynaclr as dynaclr_group
-
-anndata = pytest.importorskip("anndata")
-pytest.importorskip("sklearn")
 
 
 def write_embeddings(path, n=60, seed=0, shift=3.0):

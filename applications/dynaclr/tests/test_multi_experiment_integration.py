@@ -13,6 +13,8 @@ def _tiny(config, experiments_yaml, tmp_path, accelerator="cpu"):
     """Shrink an example config to one step on synthetic data; transforms stay as shipped."""
     config["trainer"].update(accelerator=accelerator, strategy="auto", devices=1, fast_dev_run=1, max_epochs=1)
     config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
+    # fast_dev_run drops the logger, and checkpoints then go to default_root_dir (the working directory)
+    config["trainer"]["default_root_dir"] = str(tmp_path)
     model = config["model"]["init_args"]
     model["encoder"]["init_args"].update(
         backbone="convnext_atto", in_stack_depth=2, stem_kernel_size=[2, 4, 4], stem_stride=[2, 4, 4]

@@ -131,8 +131,11 @@ def test_unknown_channel_lists_available(positions):
 
 def test_list_transform_is_returned_as_is(positions):
     crop = RandSpatialCropSamplesd(keys=CHANNELS, roi_size=(2, 4, 4), num_samples=3, random_size=False)
-    items = CachedOmeZarrDataset(positions, CHANNELS, {}, transform=crop)[0]
+    items = CachedOmeZarrDataset(positions, CHANNELS, {}, transform=crop)[3]  # FOV 1, t 1
     assert len(items) == 3 and all(item["Phase"].shape == (1, 2, 4, 4) for item in items)
+    for item in items:  # every crop of this item holds its own FOV, timepoint and channel
+        assert (item["Phase"] == plates.voxel_value(1, 1, 0)).all()
+        assert (item["GFP"] == plates.voxel_value(1, 1, 1)).all()
 
 
 def test_datamodule_fit_batches(plate_path):
@@ -141,10 +144,19 @@ def test_datamodule_fit_batches(plate_path):
     dm.setup("fit")
     train = next(iter(dm.train_dataloader()))
     val = next(iter(dm.val_dataloader()))
-    for batch in (train, val):
+    for batch, dataset in ((train, dm.train_dataset), (val, dm.val_dataset)):
         assert set(batch) == {"Phase", "GFP", "norm_meta"}
         assert batch["Phase"].shape == (2, 1, 3, 8, 16) and batch["GFP"].dtype == torch.float32
-        assert batch["norm_meta"]["Phase"]["fov_statistics"]["std"].shape == (2,)
+        fovs = {FOV_NAMES.index(name) for name in dataset._fov_names}
+        for i in range(2):  # each sample: one FOV and timepoint of its split, channels and statistics aligned
+            phase = batch["Phase"][i]
+            fov, t = _fov_of(phase), int(phase.flatten()[0].item() % 1000 // 10)
+            assert fov in fovs
+            assert (phase == plates.voxel_value(fov, t, 0)).all()
+            assert (batch["GFP"][i] == plates.voxel_value(fov, t, 1)).all()
+            assert batch["norm_meta"]["Phase"]["fov_statistics"]["mean"][i].item() == fov
+            assert batch["norm_meta"]["GFP"]["timepoint_statistics"]["mean"][i].item() == 10 * t + 1
+        torch.testing.assert_close(batch["norm_meta"]["Phase"]["fov_statistics"]["std"], torch.tensor([2.0, 2.0]))
     assert isinstance(dm.train_gpu_transforms, Compose) and isinstance(dm.val_cpu_transforms, Compose)
 
 
@@ -154,6 +166,12 @@ def test_datamodule_multi_sample_cpu_transform(plate_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["GFP"].shape == (4, 1, 2, 4, 4)
+    # two crops per item, kept together and aligned across channels
+    phase, gfp = batch["Phase"].flatten(1), batch["GFP"].flatten(1)
+    torch.testing.assert_close(gfp, phase + 1, rtol=0, atol=0)
+    torch.testing.assert_close(phase[0], phase[1], rtol=0, atol=0)
+    torch.testing.assert_close(phase[2], phase[3], rtol=0, atol=0)
+    assert (phase == phase[:, :1]).all()
 
 
 def test_split_is_deterministic_and_disjoint(plate_path):

@@ -161,3 +161,39 @@ def test_preflight_check_reports_every_fov_problem_before_setup(synthetic_plate)
     assert "initial_yx_patch_size [256, 256] is larger than the" in text
     assert "FOVs A/1/0" in text  # FOVs with the same problem are named together
     dm.preflight_check("test")  # other stages are not checked
+
+
+def _val_fovs(dm):
+    return sorted(dm.val_dataset.tracks["fov_name"].unique())
+
+
+def test_split_without_seed_follows_the_global_seed_not_the_rng_state(synthetic_plate):
+    """Under DDP rank 0 draws more random numbers before setup than the others: the split must not move."""
+    splits = []
+    for draws_before_setup in (0, 1000):
+        torch.manual_seed(7)
+        torch.rand(draws_before_setup)
+        dm = _dm(synthetic_plate, seed=None, split_ratio=0.5)
+        dm.setup("fit")
+        splits.append(_val_fovs(dm))
+    assert splits[0] == splits[1]
+    seen = set()
+    for global_seed in range(8):  # the global seed still decides the split
+        torch.manual_seed(global_seed)
+        dm = _dm(synthetic_plate, seed=None, split_ratio=0.5)
+        dm.setup("fit")
+        seen.add(tuple(_val_fovs(dm)))
+    assert len(seen) > 1
+
+
+def test_a_split_with_one_track_fails_at_setup_naming_the_fovs(synthetic_plate, tmp_path):
+    # one cell per FOV, in the image centre: 3 of the 4 FOVs train, the one validation FOV holds a single track
+    for fov in synthetic_plate.fov_names:
+        folder = tmp_path / "tracks" / fov
+        folder.mkdir(parents=True)
+        pd.DataFrame(
+            {"track_id": 0, "t": range(8), "y": 64.0, "x": 64.0, "id": range(8), "parent_track_id": -1, "parent_id": -1}
+        ).to_csv(folder / "tracks.csv", index=False)
+    dm = _dm(synthetic_plate, tracks_path=tmp_path / "tracks", split_ratio=0.75, batch_size=2)
+    with pytest.raises(ValueError, match=r"validation FOVs \['[AB]/[12]/0'\] hold 1 usable track\(s\); negatives need"):
+        dm.setup("fit")

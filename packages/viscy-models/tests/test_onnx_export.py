@@ -1,13 +1,11 @@
 """ONNX export with a dynamic batch axis: onnxruntime must reproduce the torch outputs."""
 
 import numpy as np
-import pytest
+import onnx
+import onnxruntime as ort
 import torch
 
 from viscy_models import ContrastiveEncoder, UNeXt2
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 
 def _export_and_compare(model, example, names, tmp_path):

@@ -131,12 +131,21 @@ def test_wrappers_are_monai_subclasses_and_behave_like_monai():
 
 
 def test_transforms_compose_with_monai():
+    x = torch.rand(2, 1, 4, 8, 8)
     pipeline = mt.Compose(
         [
-            vt.BatchedRandFlipd(["a"], prob=0.5),
-            vt.BatchedRandAffined(["a"], prob=0.5, rotate_range=[3.14, 0, 0]),
-            vt.BatchedRandGaussianNoised(["a"], prob=0.5),
-            mt.Lambdad(["a"], lambda x: x * 1),
+            vt.BatchedRandFlipd(["a"], spatial_axes=[2], prob=1.0),  # always flips X
+            vt.BatchedRandAffined(["a"], prob=0.0, rotate_range=[3.14, 0, 0]),  # never fires
+            vt.BatchedRandGaussianNoised(["a"], prob=0.0),
+            mt.Lambdad(["a"], lambda v: v * 2),
         ]
-    )
-    assert pipeline({"a": torch.rand(2, 1, 4, 8, 8)})["a"].shape == (2, 1, 4, 8, 8)
+    ).set_random_state(seed=0)
+    out = pipeline({"a": x.clone(), "b": "passes through"})
+    assert out["b"] == "passes through"
+    torch.testing.assert_close(out["a"], torch.flip(x, dims=[-1]) * 2, rtol=0, atol=0)
+    # at prob 0.5 each sample is either untouched or flipped, and the pipeline is reproducible
+    halves = mt.Compose([vt.BatchedRandFlipd(["a"], spatial_axes=[2], prob=0.5)])
+    first = halves.set_random_state(seed=1)({"a": x.clone()})["a"]
+    for i in range(2):
+        assert torch.equal(first[i], x[i]) or torch.equal(first[i], torch.flip(x[i], dims=[-1]))
+    torch.testing.assert_close(halves.set_random_state(seed=1)({"a": x.clone()})["a"], first, rtol=0, atol=0)

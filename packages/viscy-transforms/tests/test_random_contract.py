@@ -104,7 +104,11 @@ def test_identical_samples_get_independent_parameters(name):
     out = _run(name, prob, {"source": x, "target": x.clone()}, 4)["source"]
     flat = out.flatten(1)
     distinct = {tuple(torch.round(row * 1e4).tolist()) for row in flat}
-    assert len(distinct) > 1, f"{name}: all {SHAPE[0]} identical samples received identical parameters"
+    # most draws differ, not just one: a transform that varies one sample and copies the rest fails.
+    # Discrete draws may collide (crop origins, z shifts), so "most" is 4 of 6; flips at prob 0.5 have
+    # 8 outcomes per sample (3 axes), and 3 distinct of 6 is what most draws differing means there.
+    minimum = 3 if name == "flip" else 4
+    assert len(distinct) >= minimum, f"{name}: {len(distinct)} distinct outputs of {SHAPE[0]} identical samples"
 
 
 @pytest.mark.parametrize("name", GATED)

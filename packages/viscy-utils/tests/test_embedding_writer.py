@@ -215,6 +215,25 @@ def test_writer_in_a_real_prediction(tmp_path, toys):
     assert ad.read_zarr(path).shape == (6, 2)
 
 
+def test_an_unwritable_output_folder_fails_before_predicting(tmp_path, toys):
+    from lightning.pytorch import Trainer
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    predicted = []
+
+    class Count(toys.ToyModule):
+        def predict_step(self, batch, batch_idx):
+            predicted.append(batch_idx)
+            return super().predict_step(batch, batch_idx)
+
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.callbacks.append(EmbeddingWriter(blocker / "pred.zarr"))
+    with pytest.raises(PermissionError, match=f"embeddings output folder {blocker} is not writable"):
+        trainer.predict(Count(two_outputs=True), datamodule=toys.ToyDataModule(6, 3))
+    assert predicted == []
+
+
 def _prediction(n, offset):
     return {
         "features": torch.full((n, 4), float(offset)),

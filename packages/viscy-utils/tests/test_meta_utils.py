@@ -155,3 +155,37 @@ def test_preprocess_a_viscy_data_synthetic_plate(tmp_path, version):
             assert position.zattrs["normalization"][gfp]["fov_statistics"] == compute_statistics(pixels)
             assert float(norm[gfp]["fov_statistics"]["p99"]) == pytest.approx(np.percentile(pixels, 99), rel=1e-6)
             assert set(norm[gfp]["timepoint_statistics"]) == {"0", "1", "2"}
+
+
+def test_interrupted_write_marks_the_plate_until_a_rerun_finishes(plate, monkeypatch):
+    from viscy_data.norm_meta import NORM_META_PENDING_KEY, check_norm_meta_complete
+
+    path, arrays = plate
+    real = meta_utils.merge_norm_meta
+    calls = {"n": 0}
+
+    def dies_at_the_third_fov(existing, update):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a kill between two FOV writes
+        return real(existing, update)
+
+    monkeypatch.setattr(meta_utils, "merge_norm_meta", dies_at_the_third_fov)
+    with pytest.raises(KeyboardInterrupt):
+        generate_normalization_metadata(path, num_workers=1, channel_ids=[1], grid_spacing=8)
+    with open_ome_zarr(path, mode="r") as p:
+        assert p.zattrs[NORM_META_PENDING_KEY] == {"channels": ["GFP"]}
+        assert "normalization" not in p.zattrs
+        written = [name for name, pos in p.positions() if "normalization" in pos.zattrs]
+        assert len(written) == 2  # the old writer left exactly this, unmarked: it looked preprocessed
+        with pytest.raises(ValueError, match=rf"statistics of {path} are incomplete.*channels \['GFP'\]"):
+            check_norm_meta_complete(p.zattrs, path)
+    monkeypatch.setattr(meta_utils, "merge_norm_meta", real)
+    generate_normalization_metadata(path, num_workers=1, channel_ids=[1], grid_spacing=8)
+    with open_ome_zarr(path, mode="r") as p:
+        assert NORM_META_PENDING_KEY not in p.zattrs
+        check_norm_meta_complete(p.zattrs, path)
+        assert set(p.zattrs["normalization"]) == {"GFP"}
+        for name, position in p.positions():
+            expected = compute_statistics(arrays[name][:, 1, :, ::8, ::8])
+            assert position.zattrs["normalization"]["GFP"]["fov_statistics"] == expected

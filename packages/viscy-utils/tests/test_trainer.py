@@ -4,6 +4,7 @@ import types
 
 import lightning
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from iohub import open_ome_zarr
@@ -20,7 +21,6 @@ def _checkpoint(model, path):
 
 
 def test_export_onnx_runs_with_dynamic_axes(tmp_path, toys):
-    ort = pytest.importorskip("onnxruntime")
     source = toys.ToyModule(hidden=2)
     ckpt = tmp_path / "m.ckpt"
     _checkpoint(source, ckpt)
@@ -35,17 +35,25 @@ def test_export_onnx_runs_with_dynamic_axes(tmp_path, toys):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_export_two_outputs_are_named(tmp_path, toys):
-    ort = pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("names", [None, ["features", "projections"]])
+def test_export_two_outputs_are_named_and_equal_the_checkpoint_outputs(tmp_path, toys, names):
+    torch.manual_seed(1)
     model = toys.ToyModule(two_outputs=True)
     ckpt = tmp_path / "m.ckpt"
     _checkpoint(model, ckpt)
     out = tmp_path / "m.onnx"
-    _trainer(tmp_path).export(toys.ToyModule(two_outputs=True), out, ckpt, output_names=["features", "projections"])
+    # a freshly initialised module: the export must take the checkpoint's weights, not its own
+    _trainer(tmp_path).export(toys.ToyModule(two_outputs=True), out, ckpt, output_names=names)
     session = ort.InferenceSession(str(out))
+    assert [o.name for o in session.get_outputs()] == (names or ["output_0", "output_1"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
     x = np.random.default_rng(0).random((5, 1, 2, 8, 8), dtype=np.float32)
     features, projections = session.run(None, {"input": x})
+    with torch.no_grad():
+        expected_features, expected_projections = model.eval()(torch.from_numpy(x))
     assert features.shape == (5, 2) and projections.shape == (5, 3)
+    np.testing.assert_allclose(features, expected_features.numpy(), atol=1e-5)
+    np.testing.assert_allclose(projections, expected_projections.numpy(), atol=1e-5)
 
 
 def test_export_errors(tmp_path, toys):

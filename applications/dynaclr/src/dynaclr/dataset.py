@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from iohub.ngff import open_ome_zarr
 from torch.utils.data import Dataset
 
 from dynaclr.index import MultiExperimentIndex
 from viscy_data import INDEX_COLUMNS
-from viscy_data.norm_meta import read_norm_meta, select_timepoint
+from viscy_data.norm_meta import check_norm_meta_complete, read_norm_meta, select_timepoint
 from viscy_data.patch_reader import FovArray, PatchReader, require_tensorstore
 
 __all__ = ["MultiExperimentTripletDataset"]
@@ -107,6 +108,10 @@ class MultiExperimentTripletDataset(Dataset):
             for (e, _), cmap in zip(fov_keys, self._fov_channels)
         ]
         self.reader = PatchReader(arrays, channels, index.yx_patch_size, index.z_range, cache_pool_bytes)
+        # an interrupted `dynaclr preprocess` must not go unnoticed: refuse its half-written statistics now
+        for experiment in registry.experiments:
+            with open_ome_zarr(experiment.data_path, layout="hcs", mode="r") as plate:
+                check_norm_meta_complete(plate.zattrs, experiment.data_path)
         self._norm: dict[int, dict | None] = {}
         self._negative_pools: tuple[list[np.ndarray], np.ndarray] | None = None
 

@@ -8,7 +8,17 @@ from pathlib import Path
 
 from iohub.ngff import Plate, Position, open_ome_zarr
 
-__all__ = ["WORKER_IMPLEMENTATION", "LazyPositions", "channel_indices", "fov_name", "open_plate", "store_root"]
+from viscy_data.errors import ImageReadError
+
+__all__ = [
+    "WORKER_IMPLEMENTATION",
+    "LazyPositions",
+    "channel_indices",
+    "fov_name",
+    "open_plate",
+    "position_read_error",
+    "store_root",
+]
 
 #: iohub implementation used to reopen plates in worker processes (fork-safe, see LazyPositions)
 WORKER_IMPLEMENTATION = "zarr-python"
@@ -44,6 +54,26 @@ def fov_name(position: Position) -> str:
 def store_root(position: Position) -> Path:
     """Local directory of the store holding ``position``."""
     return Path(str(position.zgroup.store.root))
+
+
+def position_read_error(
+    error: BaseException, position: Position, array_key: str, t: int, request: dict
+) -> ImageReadError:
+    """Build the :class:`~viscy_data.errors.ImageReadError` of a failed zarr read of one FOV's array.
+
+    For the whole-volume and sliding-window datasets, which read with iohub/zarr in worker processes
+    (patches around cells are read, and their errors named, by :mod:`viscy_data.patch_reader`).
+    """
+    array = position[array_key]
+    return ImageReadError.describe(
+        error,
+        path=store_root(position) / array.path,
+        fov=fov_name(position),
+        timepoint=t,
+        array=array_key,
+        request=request,
+        shape=array.shape,
+    )
 
 
 def channel_indices(position: Position, channel_names: Sequence[str]) -> list[int]:

@@ -3,7 +3,7 @@
 Names once used by downstream code stay importable from here (``BatchedCenterSpatialCropd``,
 ``_scatter_channels``, ``_gather_channels``, ``_transform_channel_wise``, ``_read_norm_meta``,
 ``thread_worker_loader``); new code imports the public modules: :mod:`viscy_data.device_transforms`,
-:mod:`viscy_data.norm_meta`, ``viscy_data.thread_worker_loader``.
+:mod:`viscy_data.norm_meta`, :mod:`viscy_data.loading`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
 from monai.data.utils import collate_meta_tensor
 
 from viscy_data.device_transforms import BatchedCenterSpatialCropd
 from viscy_data.device_transforms import gather_channels as _gather_channels
 from viscy_data.device_transforms import scatter_channels as _scatter_channels
 from viscy_data.device_transforms import transform_channel_wise as _transform_channel_wise
+from viscy_data.loading import thread_worker_loader
 from viscy_data.norm_meta import collate_norm_meta, read_norm_meta
 
 __all__ = [
@@ -106,39 +106,3 @@ def _collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def _read_norm_meta(position: Any) -> dict | None:
     """Read an iohub Position's normalisation statistics (see :mod:`viscy_data.norm_meta`)."""
     return read_norm_meta(position.zattrs)
-
-
-def _restore_torch_threads(num_threads: int, worker_id: int) -> None:
-    """``worker_init_fn`` that undoes the DataLoader worker's ``torch.set_num_threads(1)``."""
-    torch.set_num_threads(num_threads)
-
-
-def thread_worker_loader(dataset: Any, **kwargs: Any):
-    """Build a MONAI ``ThreadDataLoader`` with thread workers that keeps the torch thread count.
-
-    torch's worker loop calls ``torch.set_num_threads(1)``, which is meant for worker processes; in a
-    worker *thread* it sets the count for the whole process, so the transforms that then run on the
-    batches in the main thread (``on_after_batch_transfer``) lose their intra-op parallelism. The
-    worker init function sets the count back to what it was when the loader was built.
-
-    Parameters
-    ----------
-    dataset : Dataset
-        The dataset.
-    **kwargs
-        Passed to ``monai.data.ThreadDataLoader`` (``worker_init_fn`` is not accepted).
-
-    Returns
-    -------
-    monai.data.ThreadDataLoader
-    """
-    from functools import partial
-
-    from monai.data import ThreadDataLoader
-
-    return ThreadDataLoader(
-        dataset,
-        use_thread_workers=True,
-        worker_init_fn=partial(_restore_torch_threads, torch.get_num_threads()),
-        **kwargs,
-    )

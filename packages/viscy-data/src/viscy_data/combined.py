@@ -17,6 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from viscy_data._utils import _collate_samples
 from viscy_data.distributed import ShardedDistributedSampler
+from viscy_data.loading import thread_worker_loader
 
 __all__ = [
     "BatchedConcatDataModule",
@@ -324,9 +325,8 @@ class BatchedConcatDataModule(ConcatDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> ThreadDataLoader:
         workers = self.num_workers > 0
-        return ThreadDataLoader(
+        return thread_worker_loader(
             dataset,
-            use_thread_workers=True,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train,

@@ -19,10 +19,11 @@ from monai.transforms import CenterSpatialCropd, Compose, MapTransform, MultiSam
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from viscy_data._io import fov_name, open_plate
+from viscy_data._io import fov_name, open_plate, store_root
 from viscy_data._typing import ChannelMap, Sample
 from viscy_data._utils import _collate_samples, _ensure_channel_list, _read_norm_meta
 from viscy_data.checks import patch_fit_problems
+from viscy_data.norm_meta import check_norm_meta_complete
 from viscy_data.sliding_window import MaskTestDataset, SlidingWindowDataset
 
 __all__ = ["HCSDataModule", "MaskTestDataset", "SlidingWindowDataset"]
@@ -74,7 +75,8 @@ class HCSDataModule(LightningDataModule):
     pin_memory : bool, default False
         Pin batches in page-locked memory.
     seed : int, optional
-        Seed of the train/val FOV split; None uses the global torch RNG (``seed_everything``).
+        Seed of the train/val FOV split; None uses the global seed (``torch.initial_seed()``, set by
+        ``seed_everything``), so every DDP rank gets the same split.
     """
 
     def __init__(
@@ -196,6 +198,8 @@ class HCSDataModule(LightningDataModule):
     def _check_norm_meta(self, positions: Sequence[Position]) -> None:
         if not any(_is_normalize_sampled(t) for t in self.normalizations):
             return
+        for root in sorted({store_root(p) for p in positions}):
+            check_norm_meta_complete(open_plate(root).zattrs, root)
         missing = [fov_name(p) for p in positions if _read_norm_meta(p) is None]
         if missing:
             raise ValueError(
@@ -218,8 +222,11 @@ class HCSDataModule(LightningDataModule):
             raise NotImplementedError(f"{stage} stage")
 
     def _split(self, n: int) -> tuple[list[int], list[int]]:
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(n, generator=generator).tolist()
+        # Without an explicit seed the split follows the global seed (``seed_everything``), but through its own
+        # generator: how many random numbers a process drew before ``setup`` (rank 0 does more work than the
+        # others under DDP) must not change the split, or ranks would train and validate on different FOVs.
+        seed = torch.initial_seed() if self.seed is None else self.seed
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         n_train = int(n * self.split_ratio)
         return order[:n_train], order[n_train:]
 

@@ -7,10 +7,14 @@ top-level key ``"normalization"``::
     normalization/<channel name>/fov_statistics/<stat>              -> float   (FOV groups only)
     normalization/<channel name>/timepoint_statistics/<t>/<stat>    -> float   (t as a string: "0", "1", ...)
 
-with ``<stat>`` one of :data:`STATISTICS`. ``viscy_utils`` (``viscy preprocess``) writes this format
-through :func:`merge_norm_meta` and :func:`compute_statistics`; every reader in ``viscy_data`` and
-``dynaclr`` goes through :func:`read_norm_meta`. Keeping both sides here means what is written is
-exactly what is read.
+with ``<stat>`` one of :data:`STATISTICS`. While statistics are being written, the plate group also has
+the attribute ``"normalization_pending"`` (:data:`NORM_META_PENDING_KEY`); it is removed in the same
+write that stores the plate-level statistics, so a plate that has it was left incomplete by an
+interrupted ``viscy preprocess`` (:func:`check_norm_meta_complete` raises on it).
+
+``viscy_utils`` (``viscy preprocess``) writes this format through :func:`merge_norm_meta` and
+:func:`compute_statistics`; every reader in ``viscy_data`` and ``dynaclr`` goes through
+:func:`read_norm_meta`. Keeping both sides here means what is written is exactly what is read.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import numpy as np
 __all__ = [
     "LEVELS",
     "NORM_META_KEY",
+    "NORM_META_PENDING_KEY",
     "PERCENTILES",
     "STATISTICS",
+    "check_norm_meta_complete",
     "collate_norm_meta",
     "compute_statistics",
     "merge_norm_meta",
@@ -34,6 +40,9 @@ __all__ = [
 
 #: attribute key holding the statistics, in plate and FOV groups
 NORM_META_KEY = "normalization"
+
+#: plate attribute present while statistics are being written (an interrupted write leaves it)
+NORM_META_PENDING_KEY = "normalization_pending"
 
 #: statistic levels; ``timepoint_statistics`` is keyed by timepoint (as a string) one level deeper
 LEVELS = ("dataset_statistics", "fov_statistics", "timepoint_statistics")
@@ -216,3 +225,30 @@ def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict |
             "compute it for every FOV (viscy preprocess) or normalise without it"
         )
     return _stack_common(list(norm_metas))
+
+
+def check_norm_meta_complete(plate_attrs: Mapping[str, Any], plate_path: Any) -> None:
+    """Raise if an interrupted ``viscy preprocess`` left the plate's statistics incomplete.
+
+    Parameters
+    ----------
+    plate_attrs : Mapping
+        The attributes of the plate group.
+    plate_path : str or pathlib.Path
+        The plate, for the message.
+
+    Raises
+    ------
+    ValueError
+        If the plate carries :data:`NORM_META_PENDING_KEY`; the message names the plate, the channels
+        being written and the command that finishes the job.
+    """
+    pending = plate_attrs.get(NORM_META_PENDING_KEY) if hasattr(plate_attrs, "get") else None
+    if pending is None:
+        return
+    channels = pending.get("channels") if isinstance(pending, Mapping) else None
+    raise ValueError(
+        f"the normalisation statistics of {plate_path} are incomplete: `viscy preprocess` was interrupted while "
+        f"writing them (channels {channels}); some FOVs have new statistics, others old or none. Run "
+        f"`viscy preprocess --data_path {plate_path}` (or `dynaclr preprocess`) again to finish it"
+    )

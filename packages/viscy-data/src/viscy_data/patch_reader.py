@@ -12,7 +12,9 @@ float32 tensor:
 * the patches of a batch are read in one tensorstore operation (a stacked view), so a chunk is decoded
   once however many patches touch it, and tensorstore copies (and converts, e.g. ``uint16`` to
   ``float32``) straight from the decoded chunks into the batch tensor;
-* what lies outside the image (Y/X or Z) and channels a FOV does not have (``None``) read as zeros.
+* what lies outside the image (Y/X or Z) and channels a FOV does not have (``None``) read as zeros;
+* a failed read raises :class:`~viscy_data.errors.ImageReadError` naming the file, FOV, timepoint,
+  array and region of the patch that failed (a failed batched read is retried patch by patch to find it).
 
 zarr v2 arrays (OME-Zarr 0.4) open with tensorstore's ``zarr`` driver, zarr v3 arrays (OME-Zarr 0.5,
 sharded or not) with its ``zarr3`` driver, chosen from the metadata file present; the rest of the
@@ -38,6 +40,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+from viscy_data.errors import ImageReadError
 
 __all__ = [
     "FovArray",
@@ -327,6 +331,46 @@ class PatchReader:
             self._handles[fov] = handle
         return handle
 
+    def _open(self, fov: int, t: int) -> Any:
+        try:
+            return self.array(fov)
+        except Exception as err:  # a missing or unreadable array (e.g. a plate moved after indexing)
+            info = self.arrays[fov]
+            raise ImageReadError.describe(
+                err, path=info.path, fov=info.label, timepoint=t, array=Path(info.path).name, request={}
+            ) from err
+
+    def _describe(self, error: BaseException, request: tuple) -> ImageReadError:
+        f, t, z, y, x = request
+        info = self.arrays[f]
+        channels = self._plans[f].array_channels
+        indices = range(len(info.channel_names))[channels] if isinstance(channels, slice) else channels
+        names = [info.channel_names[c] for c in indices]
+        return ImageReadError.describe(
+            error,
+            path=info.path,
+            fov=info.label,
+            timepoint=t,
+            array=Path(info.path).name,
+            request={"c": names, "z": z, "y": y, "x": x},
+            shape=self.array(f).shape,
+        )
+
+    def _read_error(self, error: BaseException, requests: list[tuple]) -> ImageReadError:
+        """Name the patch whose read failed; a failed stacked read is retried patch by patch to find it."""
+        if len(requests) == 1:
+            return self._describe(error, requests[0])
+        for request in requests:
+            f, t, z, y, x = request
+            try:
+                self.array(f)[t, self._plans[f].array_channels, z, y, x].read().result()
+            except Exception as patch_error:
+                return self._describe(patch_error, request)
+        fovs = sorted({self.arrays[r[0]].label for r in requests})
+        return ImageReadError(
+            f"cannot read a batch of {len(requests)} patches of FOVs {fovs}: {type(error).__name__}: {error}"
+        )
+
     def read(
         self,
         fov: Sequence[int] | np.ndarray,
@@ -357,6 +401,9 @@ class PatchReader:
         ------
         IndexError
             If a FOV or a timepoint does not exist.
+        ImageReadError
+            If an array cannot be opened or a chunk cannot be read (missing, truncated or corrupt file);
+            the message names the file, the FOV, the timepoint, the array and the region requested.
         """
         import torch  # here, not at the top: the tensorstore helpers above serve torch-free tools (viscy rechunk)
 
@@ -383,32 +430,36 @@ class PatchReader:
         # whole patches (every channel, inside the image) of one dtype are read as one stacked view: one
         # tensorstore operation decodes each chunk once however many patches of the batch it touches
         whole: dict[str, tuple[list[int], list[Any]]] = {}
-        pending = []
+        pending = []  # (request, write future): a request is (FOV, t, z, y, x) with the slices read
         for k, (f, tk, zk, yk, xk) in enumerate(zip(fov.tolist(), t.tolist(), z0.tolist(), y0.tolist(), x0.tolist())):
             plan = self._plans[f]
-            array = self.array(f)
+            array = self._open(f, tk)
             frames, _, depth, height, width = array.shape
             if not 0 <= tk < frames:
                 raise IndexError(f"timepoint {tk} out of range for FOV '{self.arrays[f].label}' ({frames} frames)")
             z_lo, z_hi = max(zk, 0), min(zk + self.z_size, depth)
             y_lo, y_hi = max(yk, 0), min(yk + h, height)
             x_lo, x_hi = max(xk, 0), min(xk + w, width)
+            request = (f, tk, slice(z_lo, z_hi), slice(y_lo, y_hi), slice(x_lo, x_hi))
             inside = (z_lo, z_hi, y_lo, y_hi, x_lo, x_hi) == (zk, zk + self.z_size, yk, yk + h, xk, xk + w)
             if plan.complete and inside:
                 view = array[tk, plan.array_channels, z_lo:z_hi, y_lo:y_hi, x_lo:x_hi].translate_to[0]
                 rows, views = whole.setdefault(str(array.dtype), ([], []))
                 rows.append(k)
-                views.append(view)
+                views.append((request, view))
                 continue
             out[k] = 0.0  # only patches that need it are zeroed
             if plan.empty or z_lo >= z_hi or y_lo >= y_hi or x_lo >= x_hi:
                 continue
             source = array[tk, plan.array_channels, z_lo:z_hi, y_lo:y_hi, x_lo:x_hi]
             target = dest[k, plan.out_channels, z_lo - zk : z_hi - zk, y_lo - yk : y_hi - yk, x_lo - xk : x_hi - xk]
-            pending.append(target.write(source))
+            pending.append(([request], target.write(source)))
         for rows, views in whole.values():
             target = dest if len(rows) == n else dest[rows]
-            pending.append(target.write(ts.stack(views)))
-        for future in pending:
-            future.result()
+            pending.append(([r for r, _ in views], target.write(ts.stack([v for _, v in views]))))
+        for requests, future in pending:
+            try:
+                future.result()
+            except Exception as err:  # a missing, truncated or corrupt chunk
+                raise self._read_error(err, requests) from err
         return out

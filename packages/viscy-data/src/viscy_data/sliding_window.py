@@ -14,7 +14,7 @@ from monai.data.meta_tensor import MetaTensor
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from viscy_data._io import LazyPositions, channel_indices, fov_name
+from viscy_data._io import LazyPositions, channel_indices, fov_name, position_read_error
 from viscy_data._typing import ChannelMap, DictTransform, Sample
 from viscy_data._utils import _ensure_channel_list, _read_norm_meta
 from viscy_data.norm_meta import select_timepoint
@@ -107,7 +107,12 @@ class SlidingWindowDataset(Dataset):
         """Read all channels of one window as ``{name: (1, Z, Y, X)}`` float32."""
         names = self.source_ch + self.target_ch
         idx = self.source_ch_idx + self.target_ch_idx
-        data = self.positions[fov][self.array_key].oindex[t, idx, z : z + self.z_window_size]
+        position = self.positions[fov]
+        try:
+            data = position[self.array_key].oindex[t, idx, z : z + self.z_window_size]
+        except Exception as err:  # a missing, truncated or corrupt chunk
+            request = {"c": names, "z": slice(z, z + self.z_window_size)}
+            raise position_read_error(err, position, self.array_key, t, request) from err
         data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
         return {name: data[i : i + 1] for i, name in enumerate(names)}
 

@@ -17,7 +17,7 @@ import torch
 from iohub.ngff import Position
 from torch import Tensor
 
-from viscy_data._io import LazyPositions, channel_indices, fov_name
+from viscy_data._io import LazyPositions, channel_indices, fov_name, position_read_error
 from viscy_data._utils import _ensure_channel_list
 
 __all__ = ["FovTimepointItems", "VolumeCacheFactory", "read_volume", "split_positions"]
@@ -140,5 +140,16 @@ class FovTimepointItems:
         return fov, index - int(self._offsets[fov])
 
     def _read_volume(self, fov: int, t: int) -> Tensor:
-        """Read the ``(C, Z, Y, X)`` float32 volume of FOV ``fov`` at timepoint ``t``."""
-        return read_volume(self.positions[fov][self.array_key], t, self._channel_indices)
+        """Read the ``(C, Z, Y, X)`` float32 volume of FOV ``fov`` at timepoint ``t``.
+
+        Raises
+        ------
+        ImageReadError
+            If the read fails (e.g. a missing, truncated or corrupt chunk), naming file, FOV,
+            timepoint, array and channels.
+        """
+        position = self.positions[fov]
+        try:
+            return read_volume(position[self.array_key], t, self._channel_indices)
+        except Exception as err:
+            raise position_read_error(err, position, self.array_key, t, {"c": self.channel_names}) from err

@@ -13,7 +13,9 @@ from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from viscy_utils.callbacks.run_guard import RunGuard
 from viscy_utils.cli import DATA_FREE_SUBCOMMANDS, MODEL_FREE_SUBCOMMANDS, subcommand_from_args
+from viscy_utils.run_folder import RunFolderConfigCallback
 
 __all__ = ["VisCyCLI"]
 
@@ -32,6 +34,12 @@ class VisCyCLI(LightningCLI):
       ``preprocess``, ``precompute`` and ``convert_to_anndata`` need no model; those and ``export`` need
       no data module. The groups stay available (optional) so a training config can be reused.
     - Default logger: ``TensorBoardLogger(save_dir="", version=<YYYYmmdd-HHMMSS>, log_graph=True)``.
+    - Run folders (:class:`~viscy_utils.run_folder.RunFolderConfigCallback`): ``fit --ckpt_path last``
+      resumes in place, a re-run after a failed start reuses the folders, a finished run is never
+      overwritten (new ``<version>_1`` folders, or ``fit --overwrite``); folders are checked for write
+      access before training.
+    - Every trainer gets a :class:`~viscy_utils.callbacks.run_guard.RunGuard`: a run that trains no
+      batch fails, and ``predict``/``test`` stop at the next batch after a SIGTERM.
     - A data module with a ``preflight_check(stage[, world_size][, model])`` method is checked before the
       subcommand runs (before logs, checkpoints or ``config.yaml`` are written).
     - A checkpoint whose hyper-parameters cannot be parsed does not abort the command (Lightning
@@ -48,6 +56,11 @@ class VisCyCLI(LightningCLI):
             subcommand = subcommand_from_args(sys.argv[1:] if cli_args is None else list(cli_args))
         self._model_required = subcommand not in MODEL_FREE_SUBCOMMANDS
         self._data_required = subcommand not in DATA_FREE_SUBCOMMANDS
+        defaults = dict(kwargs.get("trainer_defaults") or {})
+        callbacks = defaults.get("callbacks", [])
+        defaults["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), RunGuard()]
+        kwargs["trainer_defaults"] = defaults
+        kwargs.setdefault("save_config_callback", RunFolderConfigCallback)
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -60,6 +73,19 @@ class VisCyCLI(LightningCLI):
             "precompute": {"model"},
             "convert_to_anndata": {"model"},
         }
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """Add ``--overwrite`` to ``fit`` (see :class:`~viscy_utils.run_folder.RunFolderConfigCallback`)."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "fit":
+            parser.add_argument(
+                "--overwrite",
+                type=bool,
+                default=False,
+                help="Delete the checkpoints and logs of a previous run in the same folders and reuse them "
+                "(default: a run whose folders hold checkpoints of another run writes to new folders).",
+            )
+        return parser
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add trainer, model and data groups; model/data are optional for subcommands that ignore them."""

@@ -60,6 +60,10 @@ TOOL_SUBCOMMANDS = {
 MODEL_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "convert_to_anndata"})
 DATA_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "export", "convert_to_anndata"})
 
+#: exit status of a run stopped by SIGTERM or SIGINT (128 + signal number, as a shell reports a process killed by it)
+EXIT_SIGTERM = 143
+EXIT_SIGINT = 130
+
 #: top-level options that consume the next token as their value
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
 
@@ -194,6 +198,12 @@ def run_cli(
     VisCyCLI or None
         The CLI object after the subcommand ran; ``None`` when only the top-level help was printed or
         a tool subcommand (``import-tracks``, ``import-images``, ``rechunk``) ran.
+
+    Raises
+    ------
+    SystemExit
+        With status :data:`EXIT_SIGTERM` (143) when a SIGTERM stopped the run (Lightning itself would
+        exit with status 0), :data:`EXIT_SIGINT` (130) after Ctrl-C / SIGINT.
     """
     tune_cpu, tokens = split_tune_cpu(sys.argv[1:] if args is None else args)
     if args is None and len(tokens) < len(sys.argv) - 1:
@@ -215,6 +225,7 @@ def run_cli(
             sys.argv = [sys.argv[0], *tokens]
     _setup_environment(tune_cpu)
     from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from viscy_utils._lightning_cli import VisCyCLI
     from viscy_utils.trainer import VisCyTrainer
@@ -233,11 +244,29 @@ def run_cli(
             args=None if args is None else tokens,
             **cli_kwargs,
         )
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: a scheduler would record a success
+        _report_interruption(prog, tokens, "SIGTERM")
+        raise SystemExit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:
+        _report_interruption(prog, tokens, "SIGINT")
+        raise SystemExit(EXIT_SIGINT) from None
     except DataCheckError as err:  # the data module's pre-flight check: every problem, no traceback
         if debug:
             raise
         sys.stderr.write(f"{err.format()}\n(nothing was written; add {DEBUG_FLAG} for the traceback)\n")
         raise SystemExit(1) from None
+    except SystemExit as exit_:
+        # Lightning turns a KeyboardInterrupt inside fit/validate/predict into sys.exit(1)
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            _report_interruption(prog, tokens, "SIGINT")
+            raise SystemExit(EXIT_SIGINT) from None
+        raise
+
+
+def _report_interruption(prog: str, tokens: Sequence[str], signal_name: str) -> None:
+    command = f"{prog} {subcommand_from_args(tokens) or ''}".strip()
+    sys.stderr.write(f"{command}: interrupted by {signal_name}; the run did not finish\n")
 
 
 def main() -> None:

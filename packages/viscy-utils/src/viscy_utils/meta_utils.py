@@ -3,9 +3,13 @@
 The on-disk format is defined in :mod:`viscy_data.norm_meta`; this module only samples pixels and
 calls :func:`~viscy_data.norm_meta.compute_statistics` and :func:`~viscy_data.norm_meta.merge_norm_meta`.
 
-Interrupt safety: every statistic of every group is computed before anything is written, and each
-group's ``normalization`` attribute is then replaced in a single assignment. An exception or
-Ctrl-C while sampling leaves the store untouched; re-running simply recomputes.
+Interrupt safety: every statistic of every group is computed before anything is written, so an
+exception, Ctrl-C or kill while sampling leaves the store untouched. Writing marks the plate
+``normalization_pending`` first (one attribute write), then replaces each FOV's ``normalization``
+attribute, and finally stores the plate-level statistics and removes the mark in a single write of the
+plate's attributes (zarr writes each attribute file atomically). A plate killed while writing keeps the
+mark: readers refuse it (:func:`viscy_data.norm_meta.check_norm_meta_complete`) and a re-run rewrites
+every group and removes the mark.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from viscy_data.norm_meta import NORM_META_KEY, compute_statistics, merge_norm_meta
+from viscy_data.norm_meta import NORM_META_KEY, NORM_META_PENDING_KEY, compute_statistics, merge_norm_meta
 
 __all__ = ["generate_normalization_metadata", "write_meta_field"]
 
@@ -159,7 +163,11 @@ def generate_normalization_metadata(
             for name, (_, fov_stats) in zip(names, results)
         }
 
-        # Write: one assignment per group.
-        for name, position in positions:
+        # Write: mark the plate, one assignment per FOV, then plate statistics and unmarking in one write.
+        plate.zattrs[NORM_META_PENDING_KEY] = {"channels": [channel_names[c] for c in channels]}
+        for name, position in tqdm(positions, desc="Writing statistics", unit="FOV"):
             position.zattrs[NORM_META_KEY] = merge_norm_meta(position.zattrs.get(NORM_META_KEY), position_updates[name])
-        plate.zattrs[NORM_META_KEY] = merge_norm_meta(plate.zattrs.get(NORM_META_KEY), plate_update)
+        attrs = dict(plate.zattrs)
+        attrs[NORM_META_KEY] = merge_norm_meta(attrs.get(NORM_META_KEY), plate_update)
+        attrs.pop(NORM_META_PENDING_KEY)
+        plate.zattrs.put(attrs)

@@ -8,7 +8,8 @@ On-disk format (``AnnData.write_zarr``):
 - ``obsm``: ``X_projections`` and, when requested, ``X_pca``, ``X_umap``, ``X_phate``.
 
 A store is written to a temporary sibling and renamed into place when complete, so readers never
-see a partial store. Under multi-process prediction every rank sends its predictions to rank 0,
+see a partial store; a process killed while writing leaves only that hidden sibling, which the next
+write of the same store deletes. Under multi-process prediction every rank sends its predictions to rank 0,
 which alone writes (one file, no concurrent writers); the other ranks wait at a barrier.
 """
 
@@ -72,6 +73,13 @@ def _replace_atomically(tmp: Path, output_path: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(output_path)
+
+
+def _remove_leftovers(output_path: Path) -> None:
+    """Delete the temporary stores that writes of ``output_path`` killed before their rename left behind."""
+    for leftover in output_path.parent.glob(f".{output_path.name}.tmp-*"):
+        _logger.info("Removing %s, left by an interrupted write", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _adjusted_neighbours(kwargs: dict[str, Any], key: str, default: int, fallback: int, n_samples: int) -> dict:
@@ -164,6 +172,7 @@ def write_embedding_dataset(
             _logger.warning("PCA failed; the store is written without X_pca", exc_info=True)
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(output_path)
     tmp = output_path.with_name(f".{output_path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         with ad.settings.override(allow_write_nullable_strings=True):
@@ -293,9 +302,12 @@ class EmbeddingWriter(BasePredictionWriter):
         self.overwrite = overwrite
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Fail early if the output exists and may not be overwritten."""
+        """Fail early (every rank) if the output exists and may not be overwritten, or cannot be written."""
+        from viscy_utils.run_folder import check_writable
+
         if self.output_path.exists() and not self.overwrite:
             raise FileExistsError(f"Output path {self.output_path} already exists.")
+        check_writable(self.output_path.parent, "embeddings output folder")
 
     @staticmethod
     def _collect(predictions: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame] | None:
