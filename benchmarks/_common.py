@@ -1,6 +1,8 @@
 """Helpers shared by the benchmark scripts (run from the repository root: ``python benchmarks/<script>.py``)."""
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -28,3 +30,30 @@ def smooth_stack(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
     smooth = ndimage.gaussian_filter(blocks, sigma=(0,) * len(lead) + (6, 6))
     noisy = 100 * smooth + rng.normal(0, 2, shape).astype(np.float32)
     return (np.round(noisy * 64) / 64).astype(np.float32)
+
+
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min), to print with every number measured on a shared machine."""
+    return "load " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of all files below ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def warm_page_cache(paths: list[str]) -> float:
+    """Read every file below ``paths`` once so timings measure decoding, not the disk; returns GB read."""
+    total, seen = 0, set()
+    for root in paths:
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                inode = os.stat(path).st_ino
+                if inode in seen:  # hard links of pooled plates: read once
+                    continue
+                seen.add(inode)
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        total += len(chunk)
+    return total / 1e9

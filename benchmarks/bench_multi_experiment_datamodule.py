@@ -6,6 +6,9 @@ Sampling, normalisations and augmentations come from
 ``applications/dynaclr/examples/configs/multi_experiment_fit.yml``; the geometry is scaled to a CPU:
 Z = 8, 192 x 192 reads centre-cropped to 160 x 160, batch 64 (anchor + positive), 2 loader threads.
 Run: ``uv run python benchmarks/bench_multi_experiment_datamodule.py``. Target: >= 60 samples/s.
+``--realistic 512`` (or 2048) reads the realistic plates of ``realistic_plate.py`` instead (2 x 16 FOVs x 20
+timepoints, unquantised float32 label-free channel, Poisson counts), rechunked by ``viscy rechunk`` with its
+defaults (``--layout original`` for iohub's default layout); target >= 60 samples/s on the rechunked plate.
 Like ``dynaclr fit --tune_cpu``, the script tunes the CPU runtime first
 (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
 huge pages, freed buffers kept for reuse, no OpenMP spinning); ``THP_MEM_ALLOC_ENABLE=0``,
@@ -29,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from _common import load as machine_load
 from _common import smooth_stack
 from iohub.ngff import open_ome_zarr
 
@@ -73,7 +77,14 @@ def _instantiate(spec: dict):
     return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
 
 
-def main(batches: int = 6, batch_size: int = 64) -> None:
+def main(
+    batches: int = 6,
+    batch_size: int = 64,
+    realistic: int | None = None,
+    layout: str = "rechunked",
+    per_transform: bool = True,
+) -> dict:
+    """Measure and print the train loader's samples/s; return the numbers (``ai_ready.py`` tabulates them)."""
     data_args = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
     sampling = {
         k: data_args[k]
@@ -91,7 +102,13 @@ def main(batches: int = 6, batch_size: int = 64) -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        configs = [make(root, name, seed) for seed, name in enumerate(["exp_a", "exp_b"])]
+        if realistic is None:
+            configs = [make(root, name, seed) for seed, name in enumerate(["exp_a", "exp_b"])]
+        else:
+            from realistic_plate import PlateSpec, build_experiments
+
+            spec = PlateSpec(size=realistic, distinct_frames=8 if realistic == 2048 else None)
+            configs = build_experiments(spec)[layout]
         experiments = root / "experiments.yml"
         experiments.write_text(yaml.safe_dump({"experiments": [dataclasses.asdict(c) for c in configs]}))
         dm = MultiExperimentDataModule(
@@ -111,6 +128,7 @@ def main(batches: int = 6, batch_size: int = 64) -> None:
         loader = iter(dm.train_dataloader())
         batch = dm.on_after_batch_transfer(next(loader), 0)  # warm-up: open stores, build transforms
         load = transform = 0.0
+        cpu_start = time.process_time()  # loader threads included
         for _ in range(batches):
             start = time.perf_counter()
             batch = next(loader)
@@ -119,13 +137,28 @@ def main(batches: int = 6, batch_size: int = 64) -> None:
             load, transform = load + mid - start, transform + time.perf_counter() - mid
         assert batch["anchor"].shape == (batch_size, 2, 8, 160, 160) and torch.isfinite(batch["anchor"]).all()
         total = batches * batch_size
+        cpu_ms = 1000 * (time.process_time() - cpu_start) / total
+        cores = len(os.sched_getaffinity(0))
+        plates = "own small plates" if realistic is None else f"realistic {realistic} x {realistic} plates, {layout}"
         print(
-            f"train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
+            f"[{plates}] train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
-            f"over {batches} batches of {batch_size}; torch threads {torch.get_num_threads()}; "
+            f"over {batches} batches of {batch_size}; {cpu_ms:.1f} CPU-ms/sample = {1000 * cores / cpu_ms:.0f} "
+            f"samples/s on {cores} idle cores; torch threads {torch.get_num_threads()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
-            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')})"
+            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {machine_load()}"
         )
+        result = {
+            "rate": total / (load + transform),
+            "loader_wait_s": load,
+            "transforms_s": transform,
+            "cpu_ms_per_sample": cpu_ms,
+            "idle_core_rate": 1000 * cores / cpu_ms,
+            "batches": batches,
+            "batch_size": batch_size,
+        }
+        if not per_transform:
+            return result
         # where the transform time goes: each transform alone on one (anchor) key set
         sample = {f"ch_{i}": torch.rand(batch_size, 1, 8, 192, 192) for i in range(2)}
         level = {k: torch.ones(batch_size) for k in ("mean", "std", "median", "iqr")}
@@ -135,7 +168,15 @@ def main(batches: int = 6, batch_size: int = 64) -> None:
             start = time.perf_counter()
             t(dict(sample))
             print(f"  {spec['class_path']}: {time.perf_counter() - start:.2f} s per {batch_size} samples")
+        return result
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--realistic", type=int, choices=(512, 2048), default=None)
+    parser.add_argument("--layout", choices=("rechunked", "original"), default="rechunked")
+    args = parser.parse_args()
+    main(batches=args.batches, realistic=args.realistic, layout=args.layout)

@@ -103,3 +103,28 @@ def test_libraries_never_import_the_application():
     for package, allowed in ALLOWED.items():
         if package != "dynaclr":
             assert "dynaclr" not in allowed, package
+
+
+#: third-party modules that exactly one project module may import ("one concept, one place")
+SOLE_IMPORTERS = {"tensorstore": "viscy_data/patch_reader.py"}
+
+
+def sole_importer_violations(module: str, allowed: str) -> list[str]:
+    """List ``file:line`` for every import of ``module`` in project sources outside ``allowed``."""
+    violations = []
+    for root in SOURCE_ROOTS.values():
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root.parent).as_posix()
+            for line, top in imported_top_levels(path):
+                if top == module and rel != allowed:
+                    violations.append(f"{rel}:{line}")
+    return violations
+
+
+@pytest.mark.parametrize("module", sorted(SOLE_IMPORTERS))
+def test_one_module_imports_each_io_backend(module):
+    violations = sole_importer_violations(module, SOLE_IMPORTERS[module])
+    assert not violations, f"only {SOLE_IMPORTERS[module]} imports {module}; use its helpers in:\n" + "\n".join(
+        violations
+    )
+    assert sole_importer_violations(module, "nowhere.py"), f"{SOLE_IMPORTERS[module]} no longer imports {module}"

@@ -67,7 +67,7 @@ def test_console_script_help_lists_every_command_fast():
     assert elapsed < 10, f"dynaclr --help took {elapsed:.1f} s"
 
 
-@pytest.mark.parametrize("subcommand", ["fit", "predict", "export"])
+@pytest.mark.parametrize("subcommand", ["fit", "predict", "export", "rechunk"])
 def test_lightning_subcommands_forward_arguments_unchanged(monkeypatch, subcommand):
     import viscy_utils.cli
 

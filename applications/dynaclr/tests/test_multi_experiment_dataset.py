@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,51 @@ def test_ome_zarr_05_store(tmp_path):
     cfg = make_experiment(tmp_path, "v5", condition_wells={"c": ["A/1"]}, version="0.5", code=4)
     ds = _dataset(ExperimentRegistry([cfg]))
     assert torch.all(ds.__getitems__([0, 1])["anchor"] // 1000 == 4)
+
+
+def test_rechunked_plate_reads_the_same_patches_and_metadata(tmp_path):
+    """A plate rechunked into small sharded chunks gives the dataset bit-identical batches."""
+    from iohub.ngff import open_ome_zarr
+
+    from viscy_data.rechunk import rechunk
+
+    channels = ["Phase3D", "GFP", "Mito"]
+    config = make_experiment(tmp_path, "exp", channels, ["Phase3D", "Mito"], WELLS, timepoint_stats=True)
+    rng = np.random.default_rng(0)
+    with open_ome_zarr(config.data_path, layout="hcs", mode="r+") as plate:
+        for _, position in plate.positions():  # pixels that differ everywhere, so misplaced reads show
+            position["0"][:] = rng.standard_normal(position["0"].shape).astype(np.float32)
+    sharded = tmp_path / "exp_sharded.zarr"
+    rechunk(config.data_path, sharded, chunks=(1, 1, 2, 16, 16), channels=["Phase3D", "Mito"], progress=False)
+    moved = dataclasses.replace(config, data_path=str(sharded), channel_names=["Phase3D", "Mito"])
+    original, copy = _dataset(ExperimentRegistry([config])), _dataset(ExperimentRegistry([moved]))
+    indices = list(range(len(original)))
+    a, b = original.__getitems__(indices), copy.__getitems__(indices)
+    for key in ("anchor", "positive"):
+        assert torch.equal(a[key], b[key])
+    assert a["anchor_norm_meta"] == b["anchor_norm_meta"]
+
+
+def _chunk_reads() -> int:
+    import tensorstore as ts
+
+    (metric,) = ts.experimental_collect_matching_metrics("/tensorstore/cache/chunk_cache/reads") or [None]
+    return 0 if metric is None else int(metric["values"][0]["value"])
+
+
+def test_sharded_plate_reads_decode_only_the_inner_chunks_a_patch_overlaps(tmp_path):
+    from viscy_data.rechunk import rechunk
+
+    tracks = default_tracks(n_t=4, n_tracks=1)
+    tracks["y"], tracks["x"] = 30.0, 21.0  # patch rows 14-45, columns 5-36: 3 x 3 chunks of 16
+    config = make_experiment(tmp_path, "exp", condition_wells={"c": ["A/1"]}, tracks=tracks, n_t=4, size=64)
+    sharded = tmp_path / "exp_sharded.zarr"
+    rechunk(config.data_path, sharded, chunks=(1, 1, -1, 16, 16), progress=False)
+    moved = dataclasses.replace(config, data_path=str(sharded))
+    ds = _dataset(ExperimentRegistry([moved]), fit=False)  # anchors only: 4 patches x 2 channels
+    ds.__getitems__([0])  # open the store (reads its metadata)
+    before = _chunk_reads()
+    batch = ds.__getitems__(list(range(4)))
+    assert _chunk_reads() - before == 4 * 2 * 3 * 3  # of the shard's 4 x 4 inner chunks per (t, c)
+    original = _dataset(ExperimentRegistry([config]), fit=False).__getitems__(list(range(4)))
+    assert torch.equal(batch["anchor"], original["anchor"])

@@ -62,6 +62,7 @@ def test_help_is_instant_and_lists_every_subcommand():
     assert result.returncode == 0, result.stderr
     for name in ("fit", "validate", "test", "predict", "preprocess", "export", "precompute", "convert_to_anndata"):
         assert f"    {name} " in result.stdout
+    assert "    rechunk " in result.stdout
     assert "Computer vision models for single-cell phenotyping." in result.stdout
     assert elapsed < 10  # Lightning alone takes 10-20 s to import here; the help must not import it
     probe = "import sys, viscy_utils.cli; print('lightning' in sys.modules or 'torch' in sys.modules)"
@@ -202,6 +203,39 @@ def test_preprocess_subprocess_on_a_plate(tmp_path, write_plate):
     result = _viscy("preprocess", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_preprocessed(path)
+
+
+def test_rechunk_then_preprocess_writes_statistics_into_the_sharded_plate(tmp_path, write_plate, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    path, dest = tmp_path / "plate.zarr", tmp_path / "sharded.zarr"
+    write_plate(path, shape=(2, 1, 16, 16))
+    run_cli(["rechunk", str(path), str(dest), "--quiet"])
+    run_cli(["preprocess", f"--data_path={dest}", "--channel_names=[GFP, Mito]", "--num_workers=2", "--block_size=4"])
+    _check_preprocessed(dest)
+
+
+def test_rechunk_runs_without_lightning_and_keeps_the_chosen_channels(tmp_path, plate, capsys):
+    path, arrays = plate
+    dest = tmp_path / "sharded.zarr"
+    run_cli(["rechunk", str(path), str(dest), "--channels", "Mito", "GFP", "--wells", "A/1", "--quiet"])
+    assert "written and verified" in capsys.readouterr().out
+    with open_ome_zarr(dest, mode="r") as out:
+        assert out.channel_names == ["GFP", "Mito"]
+        names = [name for name, _ in out.positions()]
+        assert names and all(name.startswith("A/1/") for name in names)
+        for name, position in out.positions():
+            assert (position["0"][:] == arrays[name][:, 1:3]).all()
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["rechunk", str(path), str(tmp_path / "other.zarr"), "--channels", "Nope"])
+    assert exc.value.code == 2
+    assert "viscy rechunk: error: channel(s) ['Nope'] not found" in capsys.readouterr().err
+    probe = (
+        "import sys; from viscy_utils.cli import run_cli\n"
+        "try:\n    run_cli(['rechunk', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "usage: viscy rechunk [-h]" in result.stdout and result.stdout.strip().endswith("[]")
 
 
 def test_precompute_flags_parse(monkeypatch, capsys):

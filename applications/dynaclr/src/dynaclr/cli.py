@@ -1,7 +1,7 @@
 """The ``dynaclr`` command: Lightning training/inference subcommands and evaluation tools.
 
-``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata`` forward every
-remaining argument unchanged to the shared ``viscy`` Lightning CLI (:func:`viscy_utils.cli.run_cli`),
+``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata|rechunk`` forward
+every remaining argument unchanged to the shared ``viscy`` command line (:func:`viscy_utils.cli.run_cli`),
 so they behave exactly like ``viscy <subcommand>``. Evaluation subcommands are :class:`LazyCommand`s:
 their modules (and heavy dependencies) are imported only when the command runs or its options are
 shown, which keeps ``dynaclr --help`` instant.
@@ -17,7 +17,7 @@ __all__ = ["LazyCommand", "dynaclr", "main"]
 
 _EVAL_EXTRA = 'pip install "dynaclr[eval]"'
 
-#: Lightning subcommands forwarded to the viscy CLI, with their one-line help.
+#: subcommands forwarded to the viscy CLI (Lightning's and ``rechunk``), with their one-line help.
 LIGHTNING_SUBCOMMANDS = {
     "fit": "Train a model (Lightning fit): dynaclr fit -c fit.yml",
     "validate": "Run one validation epoch.",
@@ -27,6 +27,8 @@ LIGHTNING_SUBCOMMANDS = {
     "preprocess": "Compute normalisation statistics of an OME-Zarr plate.",
     "precompute": "Pre-normalise channels of a plate into a float16 .npy stack.",
     "convert_to_anndata": "Convert a legacy xarray embeddings store to AnnData.",
+    # not a Lightning subcommand, but forwarded to the viscy CLI the same way
+    "rechunk": "Copy a plate into a sharded zarr v3 plate for fast patch reads: dynaclr rechunk SRC.zarr DST.zarr",
 }
 
 
@@ -119,7 +121,7 @@ def _lightning_command(name: str, short_help: str) -> click.Command:
         name,
         callback=run,
         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        help=f"{short_help}\n\nAll arguments are passed to the Lightning CLI; see `dynaclr {name} --help`.",
+        help=f"{short_help}\n\nAll arguments are passed to the viscy command line; see `dynaclr {name} --help`.",
         short_help=short_help,
         add_help_option=False,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = [
     "LEVELS",
@@ -88,6 +87,8 @@ def _to_tensors(node: Any, path: str) -> Any:
     if isinstance(node, Mapping):
         return {key: _to_tensors(value, f"{path}/{key}") for key, value in node.items()}
     if isinstance(node, (int, float, np.number)) and not isinstance(node, bool):
+        import torch  # here, not at module level: tools that only write statistics need no torch
+
         return torch.tensor(float(node), dtype=torch.float32)
     raise TypeError(f"normalisation metadata at '{path}' should be a number or a mapping, got {type(node).__name__}")
 
@@ -176,6 +177,8 @@ def _stack_common(metas: Sequence[Any]) -> Any:
     if isinstance(first, Mapping):
         keys = [k for k in first if all(isinstance(m, Mapping) and k in m for m in metas)]
         return {k: _stack_common([m[k] for m in metas]) for k in keys}
+    import torch  # here, not at module level: tools that only write statistics need no torch
+
     return torch.stack([torch.as_tensor(m) for m in metas])
 
 

@@ -16,7 +16,9 @@ float32 tensor:
 
 zarr v2 arrays (OME-Zarr 0.4) open with tensorstore's ``zarr`` driver, zarr v3 arrays (OME-Zarr 0.5,
 sharded or not) with its ``zarr3`` driver, chosen from the metadata file present; the rest of the
-read path is the same for both.
+read path is the same for both. The tensorstore helpers (:func:`require_tensorstore`,
+:func:`tensorstore_context`, :func:`array_spec`) also serve :mod:`viscy_data.rechunk`, which writes
+sharded plates; this module imports torch only when a patch is read.
 
 Handles are shared by the threads of a process (thread data-loader workers). Tensorstore must not be
 used across ``fork``: in a forked child the handles (and contexts) are opened anew.
@@ -30,11 +32,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "FovArray",
@@ -355,6 +358,8 @@ class PatchReader:
         IndexError
             If a FOV or a timepoint does not exist.
         """
+        import torch  # here, not at the top: the tensorstore helpers above serve torch-free tools (viscy rechunk)
+
         fov = np.asarray(fov, dtype=np.int64).ravel()
         n = fov.size
         t, y0, x0 = (np.asarray(a, dtype=np.int64).ravel() for a in (t, y0, x0))

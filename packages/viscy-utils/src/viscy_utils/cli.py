@@ -1,7 +1,9 @@
 """The ``viscy`` command line: a Lightning CLI with extra subcommands.
 
 ``viscy --help`` is answered from a static table without importing Lightning (which alone takes
-10-20 s to import on a small machine); every other invocation builds :class:`VisCyCLI`.
+10-20 s to import on a small machine); tool subcommands (:data:`TOOL_SUBCOMMANDS`: ``viscy rechunk``,
+``viscy import-tracks``, ``viscy import-images``) run their own parser without Lightning; every other
+invocation builds :class:`VisCyCLI`.
 
 Other packages reuse the machinery for their own console scripts::
 
@@ -42,12 +44,15 @@ SUBCOMMAND_HELP = {
     "convert_to_anndata": "Convert a legacy xarray embeddings zarr store to an AnnData zarr store.",
     "import-tracks": "Convert TrackMate XML, CTC res_track.txt or track tables into per-FOV tracks CSVs.",
     "import-images": "Write a TIFF / OME-TIFF time-lapse as a position of an HCS OME-Zarr plate.",
+    "rechunk": "Copy an HCS plate into a sharded zarr v3 plate laid out for fast patch reads (resumable, verified).",
 }
 
-#: subcommands that are plain functions of their arguments (no Lightning): name -> "module:function"
+#: subcommands that are plain functions of their arguments (no Lightning, no torch import): name -> "module:function";
+#: the function is called as ``function(args, prog="<prog> <name>")``
 TOOL_SUBCOMMANDS = {
     "import-tracks": "viscy_utils.import_commands:import_tracks",
     "import-images": "viscy_utils.import_commands:import_images",
+    "rechunk": "viscy_data.rechunk:main",
 }
 
 #: subcommands that run without a model / without a data module
@@ -116,8 +121,9 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
     str
         The help text.
     """
-    choices = "{" + ",".join(SUBCOMMAND_HELP) + "}"
-    width = max(len(name) for name in SUBCOMMAND_HELP) + 4
+    helps = SUBCOMMAND_HELP
+    choices = "{" + ",".join(helps) + "}"
+    width = max(len(name) for name in helps) + 4
     lines = [
         f"usage: {prog} [-h] [-c CONFIG] [--print_config[=flags]] {choices} ...",
         "",
@@ -136,7 +142,7 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
         "",
         f"  {choices}",
     ]
-    lines += [f"    {name:<{width}}{text}" for name, text in SUBCOMMAND_HELP.items()]
+    lines += [f"    {name:<{width}}{text}" for name, text in helps.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -183,7 +189,7 @@ def run_cli(
     -------
     VisCyCLI or None
         The CLI object after the subcommand ran; ``None`` when only the top-level help was printed or
-        a tool subcommand (``import-tracks``, ``import-images``) ran.
+        a tool subcommand (``import-tracks``, ``import-images``, ``rechunk``) ran.
     """
     tune_cpu, tokens = split_tune_cpu(sys.argv[1:] if args is None else args)
     if args is None and len(tokens) < len(sys.argv) - 1:
