@@ -4,7 +4,8 @@ A private name is a module path component or an imported name starting with one 
 (``viscy_data._utils``, ``from viscy_data.gpu_aug import _CacheFactory``). Inside its own package a
 private name is fine; another package must use a public module or name instead, so that the owner
 can change its internals without breaking users. Checked by scanning the source imports, like
-``test_layering.py``.
+``test_layering.py``. Each package's own tests are held to the same rule: a test of ``viscy_utils``
+that needs a ``viscy_data`` helper uses its public name, exactly as a user would.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ _spec = importlib.util.spec_from_file_location("_layering", Path(__file__).with_
 _layering = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_layering)
 PROJECT_PACKAGES, REPO, SOURCE_ROOTS = _layering.PROJECT_PACKAGES, _layering.REPO, _layering.SOURCE_ROOTS
+
+#: package -> folder of its tests (which may use the package's own private names)
+TEST_ROOTS = {
+    "viscy_transforms": REPO / "packages/viscy-transforms/tests",
+    "viscy_data": REPO / "packages/viscy-data/tests",
+    "viscy_models": REPO / "packages/viscy-models/tests",
+    "viscy_utils": REPO / "packages/viscy-utils/tests",
+    "dynaclr": REPO / "applications/dynaclr/tests",
+}
 
 
 def _is_private(name: str) -> bool:
@@ -54,6 +64,14 @@ def find_violations(package: str, source_root: Path) -> list[str]:
 def test_no_private_imports_across_packages(package):
     violations = find_violations(package, SOURCE_ROOTS[package])
     assert not violations, "make these public in their package, or stop using them:\n" + "\n".join(violations)
+
+
+@pytest.mark.parametrize("package", sorted(TEST_ROOTS))
+def test_no_private_imports_across_packages_in_tests(package):
+    root = TEST_ROOTS[package]
+    assert root.is_dir(), f"test folder {root} is missing"
+    violations = find_violations(package, root)
+    assert not violations, "test through the other package's public API:\n" + "\n".join(violations)
 
 
 def test_checker_catches_private_imports(tmp_path):

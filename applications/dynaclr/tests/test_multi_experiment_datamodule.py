@@ -59,7 +59,7 @@ def test_experiments_file_alias_and_bad_names(experiments):
             MultiExperimentDataModule(str(experiments), **{k: v for k, v in geometry.items() if k != name})
     with pytest.raises(ValueError, match="typo"):
         _dm(experiments, val_experiments=["typo"]).setup("fit")
-    with pytest.raises(ValueError, match="No training experiments"):
+    with pytest.raises(ValueError, match="none is left for training"):
         _dm(experiments, val_experiments=["exp_a", "exp_b", "exp_c"]).setup("fit")
 
 
@@ -188,8 +188,8 @@ def test_single_channel_experiments_train_with_the_default_dropout(tmp_path):
 def test_arguments_that_do_not_fit_the_data_fail_before_training(experiments):
     from viscy_transforms import NormalizeSampled
 
-    with pytest.raises(ValueError, match="final_yx_patch_size .* exceeds yx_patch_size"):
-        _dm(experiments, final_yx_patch_size=(64, 64))
+    with pytest.raises(ValueError, match="final_yx_patch_size .* is larger than yx_patch_size"):
+        _dm(experiments, final_yx_patch_size=(64, 64)).setup("fit")
     with pytest.raises(ValueError, match=r"batch_size=10000.*set batch_size <="):
         _dm(experiments, batch_size=10_000).setup("fit")
     with pytest.raises(ValueError, match=r"normalizations\[0\] \(NormalizeSampled\) names key\(s\) \['Phase3D'\]"):

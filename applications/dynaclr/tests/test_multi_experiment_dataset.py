@@ -125,15 +125,17 @@ def test_zero_filled_channel_and_patch_edges(tmp_path):
     a = make_experiment(tmp_path, "a", ["Phase3D", "GFP"], ["Phase3D", "GFP"], {"c": ["A/1"]}, tracks=tracks, n_t=6)
     b = make_experiment(tmp_path, "b", ["Phase3D"], ["Phase3D", "GFP"], {"c": ["A/1"]}, tracks=tracks, n_t=6, code=2)
     reg = ExperimentRegistry([a, b], zero_fill_missing_channels=True)
-    ds = _dataset(reg, patch=(33, 80))  # odd height, wider than the 64-pixel image
+    ds = _dataset(reg, patch=(33, 64))  # odd height, as wide as the 64-pixel image
     va = ds.index.valid_anchors
     row = int(np.flatnonzero(va["experiment"] == "b")[0])
     batch = ds.__getitems__([row])
-    assert batch["anchor"].shape == (1, 2, 2, 33, 80)
+    assert batch["anchor"].shape == (1, 2, 2, 33, 64)
     assert torch.all(batch["anchor"][0, 1] == 0)
-    assert torch.all(batch["anchor"][0, 0, :, :, :64] // 1000 == 2)
-    assert torch.all(batch["anchor"][0, 0, :, :, 64:] == 0)
+    assert torch.all(batch["anchor"][0, 0] // 1000 == 2)  # clamped inside the image: no padding
     assert batch["anchor_norm_meta"][0]["ch_1"]["fov_statistics"]["std"] == 1
+    # a patch wider than the image cannot be centred on a cell: refused, naming the plate and FOV
+    with pytest.raises(ValueError, match=r"Experiment 'a', FOV A/1/0 of .*a\.zarr: yx_patch_size \[33, 80\]"):
+        _dataset(reg, patch=(33, 80))
 
 
 def test_tau_range_must_match_index(same_fov_names):

@@ -17,8 +17,7 @@ import pytest
 import zarr
 from iohub.ngff import TransformationMeta, open_ome_zarr
 
-from viscy_data import rechunk as rechunk_module
-from viscy_data.rechunk import DEFAULT_CHUNKS, PROVENANCE_KEY, RechunkResult, rechunk
+from viscy_data.rechunk import DEFAULT_CHUNKS, PROVENANCE_KEY, RechunkResult, copy_fov, driver, rechunk
 
 CHANNELS = ["Phase3D", "GFP", "Mito"]
 FOVS = [("A", "1", "0"), ("A", "1", "1"), ("A", "2", "0"), ("B", "1", "0")]
@@ -230,7 +229,7 @@ def test_finished_destination_is_left_alone_or_refused_with_other_settings(sourc
 
 def test_interrupted_run_never_shows_a_partial_fov_and_resumes(source, tmp_path, monkeypatch):
     dest = tmp_path / "resume.zarr"
-    real = rechunk_module._copy_fov
+    real = driver._copy_fov
     calls = []
 
     def crash_on_third(ts, fov, *args):
@@ -240,14 +239,14 @@ def test_interrupted_run_never_shows_a_partial_fov_and_resumes(source, tmp_path,
             raise KeyboardInterrupt
         return real(ts, fov, *args)
 
-    monkeypatch.setattr(rechunk_module, "_copy_fov", crash_on_third)
+    monkeypatch.setattr(driver, "_copy_fov", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         rechunk(source, dest, progress=False)
     assert not (dest / "zarr.json").exists()  # the plate does not open as complete
     assert not (dest / "A/2/0").exists()  # the interrupted FOV is not in place
     with pytest.raises(ValueError, match="unfinished rechunk with other settings"):
         rechunk(source, dest, wells=["A/1"])
-    monkeypatch.setattr(rechunk_module, "_copy_fov", real)
+    monkeypatch.setattr(driver, "_copy_fov", real)
     result = rechunk(source, dest, progress=False)
     assert result.skipped == ["A/1/0", "A/1/1"] and result.written == ["A/2/0", "B/1/0"]
     with open_ome_zarr(dest, layout="hcs") as out, open_ome_zarr(source, layout="hcs") as src:
@@ -257,14 +256,14 @@ def test_interrupted_run_never_shows_a_partial_fov_and_resumes(source, tmp_path,
 
 
 def test_verification_failure_keeps_the_fov_out(source, tmp_path, monkeypatch):
-    real = rechunk_module._digest
+    real = copy_fov._digest
     calls = itertools.count(1)  # thread-safe: shards are copied and read back by several threads
 
     def corrupt_read_back(array):
         # the first array of the first FOV has 9 shards: calls 10-18 are its read-back
         return real(array)[::-1] if next(calls) > 9 else real(array)
 
-    monkeypatch.setattr(rechunk_module, "_digest", corrupt_read_back)
+    monkeypatch.setattr(copy_fov, "_digest", corrupt_read_back)
     dest = tmp_path / "bad.zarr"
     match = r"verification failed for FOV 'A/1/0', array '0', region \[\(0, 1\), \(0, 1\), \(0, 4\)"
     with pytest.raises(RuntimeError, match=match):

@@ -80,11 +80,11 @@ def test_negatives_differ_and_interval_positive(synthetic_plate):
 
 
 def test_bad_inputs(synthetic_plate, tmp_path):
-    with pytest.raises(ValueError, match=r"\['DAPI'\] not found.*available channels"):
+    with pytest.raises(ValueError, match=r"source_channel \['DAPI'\] not in the image's channels"):
         _dm(synthetic_plate, source_channel="DAPI").setup("fit")
     with pytest.raises(ValueError, match="z_range"):
         _dm(synthetic_plate, z_range=(0, 9)).setup("fit")
-    with pytest.raises(ValueError, match="larger than FOV"):
+    with pytest.raises(ValueError, match="initial_yx_patch_size .* is larger than the"):
         _dm(synthetic_plate, initial_yx_patch_size=(256, 256), final_yx_patch_size=(24, 24)).setup("fit")
     with pytest.raises(FileNotFoundError, match="A/1/0"):
         _dm(synthetic_plate, tracks_path=tmp_path).setup("fit")
@@ -109,10 +109,10 @@ def test_thread_workers(synthetic_plate):
 
 
 def test_arguments_that_do_not_fit_the_plate_name_themselves(synthetic_plate):
-    with pytest.raises(ValueError, match=r"batch_size=10000: set batch_size <="):
+    with pytest.raises(ValueError, match=r"batch_size=10000 needs .*the training FOVs have .*set batch_size <="):
         _dm(synthetic_plate, batch_size=10_000).setup("fit")
     _dm(synthetic_plate, batch_size=10_000).setup("validate")  # validation keeps incomplete batches
-    with pytest.raises(ValueError, match=r"initial_yx_patch_size \(256, 256\) is larger than FOV"):
+    with pytest.raises(ValueError, match=r"initial_yx_patch_size \[256, 256\] is larger than the .* image"):
         _dm(synthetic_plate, initial_yx_patch_size=(256, 256), final_yx_patch_size=(24, 24)).setup("fit")
     with pytest.raises(ValueError, match=r"augmentations\[0\] .* names key\(s\) \['RFP'\]"):
         from monai.transforms import ScaleIntensityd
@@ -130,3 +130,46 @@ def test_tracks_have_the_spec_derived_columns(synthetic_plate):
             assert row["position"] is positions[synthetic_plate.fov_names.index(row["fov_name"])]
             assert row["fov_name"] == row["position"].zgroup.name.strip("/")
             assert row["global_track_id"] == f"{row['fov_name']}_{row['track_id']}"
+
+
+def test_bad_arguments_are_reported_all_at_once_naming_each():
+    from viscy_data.checks import DataCheckError
+
+    with pytest.raises(DataCheckError) as err:
+        TripletDataModule(
+            data_path="unused.zarr",
+            tracks_path="unused",
+            source_channel=["GFP"],
+            z_range=(3, 1),
+            initial_yx_patch_size=(32, 32),
+            final_yx_patch_size=(48, 16),
+            batch_size=-4,
+            num_workers=-1,
+        )
+    assert len(err.value.messages) == 4
+    text = str(err.value)
+    for expected in (
+        "batch_size must be an integer >= 1, got -4",
+        "num_workers must be an integer >= 0, got -1",
+        "z_range must be [start, stop] with integers 0 <= start < stop, got [3, 1]",
+        "final_yx_patch_size [48, 16] is larger than initial_yx_patch_size [32, 32]",
+    ):
+        assert expected in text
+    with pytest.raises(DataCheckError, match=r"initial_yx_patch_size must be \[height, width\] with positive"):
+        TripletDataModule("unused.zarr", "unused", "GFP", (0, 1), initial_yx_patch_size=(0, 32))
+
+
+def test_preflight_check_reports_every_fov_problem_before_setup(synthetic_plate):
+    from viscy_data.checks import DataCheckError
+
+    _dm(synthetic_plate).preflight_check("fit")  # a good configuration passes
+    dm = _dm(synthetic_plate, source_channel=["Phase3D", "DAPI"], z_range=(0, 9), initial_yx_patch_size=(256, 256))
+    with pytest.raises(DataCheckError) as err:
+        dm.preflight_check("fit")
+    text = str(err.value)
+    assert len(err.value.messages) == 3 and str(synthetic_plate.store_path) in text
+    assert "source_channel ['DAPI'] not in the image's channels" in text
+    assert "z_range [0, 9] does not fit the image's" in text
+    assert "initial_yx_patch_size [256, 256] is larger than the" in text
+    assert "FOVs A/1/0" in text  # FOVs with the same problem are named together
+    dm.preflight_check("test")  # other stages are not checked

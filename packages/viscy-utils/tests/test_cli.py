@@ -268,3 +268,30 @@ def test_export_with_a_reused_fit_config_ignores_the_data_module(tmp_path, toys,
     run_cli(["export", "-c", str(config), "--export_path", str(tmp_path / "m.onnx"), "--ckpt_path", "x.ckpt"])
     assert type(received["model"]).__name__ == "ToyModule"
     assert str(received["export_path"]).endswith("m.onnx")
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
+def test_data_module_preflight_runs_before_anything_is_written(tmp_path, toys, monkeypatch, capsys, subcommand):
+    from viscy_data.checks import DataCheckError
+
+    monkeypatch.setattr(sys, "argv", ["viscy"])
+    monkeypatch.chdir(tmp_path)  # the default logger writes below the working directory
+    config = yaml.safe_load(_fit_config(tmp_path).read_text())
+    config["data"]["class_path"] = "vu_toys.CheckedDataModule"
+    config["trainer"]["default_root_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "checked.yml"
+    path.write_text(yaml.safe_dump(config))
+    toys.CheckedDataModule.calls.clear()
+    with pytest.raises(SystemExit) as exit_info:  # every problem, no traceback, status 1
+        run_cli([subcommand, "-c", str(path), "--data.init_args.fail=true"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: batch_size is wrong\nerror: the data module's check failed\n2 errors in toy" in err
+    assert "Traceback" not in err and "--debug" in err
+    with pytest.raises(DataCheckError, match="check failed"):  # --debug: the exception and its traceback
+        run_cli([subcommand, "-c", str(path), "--data.init_args.fail=true", "--debug"])
+    assert toys.CheckedDataModule.calls == [(subcommand, 1)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checked.yml", "fit.yml"]  # no logs, no config.yaml
+    if subcommand == "fit":  # a passing check lets the run go on
+        run_cli([subcommand, "-c", str(path), "--trainer.fast_dev_run=true"])
+        assert toys.CheckedDataModule.calls == [(subcommand, 1)] * 3

@@ -138,7 +138,7 @@ def test_write_meta_field_merges(plate):
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_preprocess_a_viscy_data_synthetic_plate(tmp_path, version):
-    from viscy_data._utils import _read_norm_meta
+    from viscy_data.norm_meta import read_norm_meta
     from viscy_data.synthetic import write_synthetic_plate
 
     synthetic = write_synthetic_plate(
@@ -149,7 +149,7 @@ def test_preprocess_a_viscy_data_synthetic_plate(tmp_path, version):
         for fov_name in synthetic.fov_names:
             position = plate[fov_name]
             pixels = np.asarray(position["0"][:, 1, :, ::4, ::4])
-            norm = _read_norm_meta(position)
+            norm = read_norm_meta(position.zattrs)
             assert set(norm) == set(synthetic.channel_names)
             gfp = synthetic.channel_names[1]
             assert position.zattrs["normalization"][gfp]["fov_statistics"] == compute_statistics(pixels)

@@ -77,3 +77,20 @@ class ToyDataModule(LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader()
+
+
+class CheckedDataModule(ToyDataModule):
+    """ToyDataModule with a pre-flight check that records its calls and fails when ``fail`` is set."""
+
+    calls: list = []
+
+    def __init__(self, num_samples: int = 8, batch_size: int = 4, fail: bool = False):
+        super().__init__(num_samples, batch_size)
+        self.fail = fail
+
+    def preflight_check(self, stage: str, world_size: int = 1) -> None:
+        CheckedDataModule.calls.append((stage, world_size))
+        if self.fail:
+            from viscy_data.checks import DataCheckError
+
+            raise DataCheckError(["batch_size is wrong", "the data module's check failed"], "toy")

@@ -2,7 +2,9 @@
 
 ``dynaclr fit|validate|test|predict|export|preprocess|precompute|convert_to_anndata|rechunk`` forward
 every remaining argument unchanged to the shared ``viscy`` command line (:func:`viscy_utils.cli.run_cli`),
-so they behave exactly like ``viscy <subcommand>``. Evaluation subcommands are :class:`LazyCommand`s:
+so they behave exactly like ``viscy <subcommand>``: a failed pre-flight check of the data module (see
+``dynaclr check``) prints its report without a traceback (``--debug`` shows it) and exits with status 1.
+``check`` and the evaluation subcommands are :class:`LazyCommand`s:
 their modules (and heavy dependencies) are imported only when the command runs or its options are
 shown, which keeps ``dynaclr --help`` instant.
 """
@@ -115,6 +117,7 @@ def _lightning_command(name: str, short_help: str) -> click.Command:
     def run(args: tuple[str, ...]) -> None:
         from viscy_utils.cli import run_cli
 
+        # a failed pre-flight check prints every problem and exits 1 (run_cli; --debug shows the traceback)
         run_cli([name, *args], prog="dynaclr", description="DynaCLR: contrastive learning of cell dynamics.")
 
     return click.Command(
@@ -142,6 +145,15 @@ def dynaclr() -> None:
 
 for _name, _help in LIGHTNING_SUBCOMMANDS.items():
     dynaclr.add_command(_lightning_command(_name, _help))
+
+dynaclr.add_command(
+    LazyCommand(
+        "check",
+        "dynaclr.check:check_command",
+        short_help="Check a config and every experiment it names: dynaclr check -c fit.yml",
+        extra="pip install dynaclr",
+    )
+)
 
 _EVALUATION = "dynaclr.evaluation.linear_classifiers"
 for _command in (

@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
+from dynaclr.problems import CheckReport
 from viscy_data.channel_dropout import ChannelDropout
 from viscy_data.device_transforms import DeviceTransformMixin, DeviceTransforms
 from viscy_data.loading import thread_worker_loader
@@ -111,10 +112,12 @@ temporal_global_fraction, experiment_weights, condition_ratio
     ``TripletMarginLoss``), training and validation batches carry a ``negative`` too (see
     :class:`~dynaclr.dataset.MultiExperimentTripletDataset`).
 
-    Arguments that do not fit the data fail at ``setup``, before training, with a message naming the
-    argument: ``final_yx_patch_size`` larger than ``yx_patch_size``, ``channel_dropout_channels``
-    beyond the source channels, transforms keyed on missing channels, fewer valid anchors than
-    ``batch_size``, or a ``tau_range`` that leaves no anchor with a positive.
+    Arguments that do not fit the data fail before training, all at once, each naming the argument,
+    experiment and file: :meth:`preflight_check` (run by the ``dynaclr`` command before anything is
+    written, and by :meth:`setup` otherwise) applies every rule of ``dynaclr check``, e.g.
+    ``final_yx_patch_size`` larger than ``yx_patch_size``, ``channel_dropout_channels`` beyond the
+    source channels, transforms keyed on missing channels, fewer valid anchors than ``batch_size``, or a
+    ``tau_range`` that leaves no anchor with a positive.
     """
 
     def __init__(
@@ -182,12 +185,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.temporal_global_fraction = temporal_global_fraction
         self.experiment_weights = experiment_weights
         self.condition_ratio = condition_ratio
-        if any(f > p for f, p in zip(final_yx_patch_size, yx_patch_size)):
-            raise ValueError(
-                f"final_yx_patch_size {tuple(final_yx_patch_size)} exceeds yx_patch_size {tuple(yx_patch_size)}; "
-                "the final patch is a centre crop of the read patch"
-            )
-        # None adapts to the number of source channels at setup (see _resolve_channel_dropout)
+        # None adapts to the number of source channels at setup (see resolved_dropout_channels)
         self._default_dropout_channels = channel_dropout_channels is None
         self.channel_dropout_channels = [1] if channel_dropout_channels is None else list(channel_dropout_channels)
         self.channel_dropout_prob = channel_dropout_prob
@@ -205,6 +203,9 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.val_dataset: MultiExperimentTripletDataset | None = None
         self.predict_dataset: MultiExperimentTripletDataset | None = None
         self.device_transforms: DeviceTransforms | None = None
+        # indices built by preflight_check, keyed by experiment names, handed to setup once
+        self._prebuilt_indices: dict[tuple[str, ...], MultiExperimentIndex] = {}
+        self._checked_stage: str | None = None  # the stage preflight_check last passed for
 
     # ------------------------------------------------------------------ setup
     def _subset(self, registry: ExperimentRegistry, names: Sequence[str]) -> ExperimentRegistry:
@@ -232,45 +233,86 @@ temporal_global_fraction, experiment_weights, condition_ratio
                 stacklevel=2,
             )
 
-    def _resolve_channel_dropout(self, n_channels: int) -> None:
-        """Fit the channel dropout to ``n_channels`` source channels, or fail naming the argument."""
+    def resolved_dropout_channels(self, n_channels: int) -> list[int]:
+        """Input positions channel dropout blanks with ``n_channels`` source channels.
+
+        ``channel_dropout_channels`` as given, or for the default (None) ``[1]`` with two or more source
+        channels and none with one. Whether the positions exist is checked by :meth:`preflight_check`.
+        """
         if self._default_dropout_channels:
-            channels = [1] if n_channels >= 2 else []
-        else:
-            channels = list(self.channel_dropout_channels)
-            bad = [c for c in channels if not 0 <= c < n_channels]
-            if bad:
-                raise ValueError(
-                    f"channel_dropout_channels {channels} names position(s) {bad}, but the experiments have "
-                    f"{n_channels} source channel(s) (positions 0..{n_channels - 1}); set channel_dropout_channels"
-                )
-        self.channel_dropout_channels = channels
-        self.channel_dropout.channels = list(channels)
+            return [1] if n_channels >= 2 else []
+        return list(self.channel_dropout_channels)
 
-    def _check_fit_dataset(self, dataset: MultiExperimentTripletDataset, split: str) -> None:
-        index = dataset.index
-        if len(dataset) == 0 and len(index.tracks):
-            frames = {e.name: index.tau_frames[e.name] for e in index.registry.experiments}
-            raise ValueError(
-                f"no {split} observation has a positive within tau_range={self.tau_range} hours "
-                f"(frame offsets per experiment {frames}; 0 is never used): widen tau_range"
-            )
-        if split == "train" and len(dataset) < self.batch_size:
-            raise ValueError(
-                f"the training experiments have {len(dataset)} valid anchors, fewer than batch_size="
-                f"{self.batch_size}: no full batch can be drawn; set batch_size <= {len(dataset)}"
-            )
+    def build_index(self, registry: ExperimentRegistry, use_cache: bool = True) -> MultiExperimentIndex:
+        """Index the observations of ``registry``'s experiments with this data module's arguments.
 
-    def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
-        index = MultiExperimentIndex(
+        Parameters
+        ----------
+        registry : ExperimentRegistry
+            The experiments.
+        use_cache : bool
+            Read and write ``index_cache_dir`` (when set); False builds from the tracking CSVs and writes nothing.
+
+        Returns
+        -------
+        MultiExperimentIndex
+        """
+        return MultiExperimentIndex(
             registry,
             slice(*self.z_range),
             self.yx_patch_size,
             tau_range_hours=self.tau_range,
             include_wells=self.include_wells,
             exclude_fovs=self.exclude_fovs,
-            cache_dir=self.index_cache_dir,
+            cache_dir=self.index_cache_dir if use_cache else None,
         )
+
+    def preflight_check(self, stage: str = "fit", world_size: int = 1, model: Any = None) -> CheckReport:
+        """Check the arguments and every experiment before a run writes anything (``dynaclr check``'s checks).
+
+        The ``dynaclr``/``viscy`` command calls this before ``fit``, ``validate`` and ``predict``, before logs,
+        checkpoints or ``config.yaml`` exist. Warnings are logged; the indices built for the check are kept and
+        reused by :meth:`setup`, so checking costs no second index build.
+
+        Parameters
+        ----------
+        stage : str
+            ``"fit"``, ``"validate"`` or ``"predict"`` (other stages are not checked).
+        world_size : int
+            Number of processes that will share the training batches.
+        model : torch.nn.Module, optional
+            The model of the run: its ``in_channels``/``in_stack_depth`` must match the source channels and
+            ``z_range``.
+
+        Returns
+        -------
+        CheckReport
+            Warnings only.
+
+        Raises
+        ------
+        ConfigCheckError
+            Listing every error found (see :func:`dynaclr.check.check_datamodule`).
+
+        Notes
+        -----
+        :meth:`setup` runs this check itself when it has not passed for the stage yet, so the rules live in
+        one place (:mod:`dynaclr.check` and :mod:`viscy_data.checks`) whether the data module is used from
+        the command line or from Python.
+        """
+        from dynaclr.check import check_datamodule
+
+        self._checked_stage = None
+        report = check_datamodule(self, stage, world_size=world_size, keep_indices=True, model=model)
+        for problem in report.warnings:
+            _logger.warning("%s", problem.describe())
+        report.raise_for_errors()
+        self._checked_stage = stage
+        return report
+
+    def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
+        prebuilt = self._prebuilt_indices.pop(tuple(e.name for e in registry.experiments), None)
+        index = prebuilt if prebuilt is not None else self.build_index(registry)
         return MultiExperimentTripletDataset(
             index,
             fit=fit,
@@ -290,36 +332,34 @@ temporal_global_fraction, experiment_weights, condition_ratio
         )
 
     def setup(self, stage: str | None = None) -> None:
-        """Build registries, indices and datasets for ``fit`` (train/val split) or ``predict``."""
+        """Check (see :meth:`preflight_check`), then build indices and datasets for ``fit``/``validate``/``predict``.
+
+        Raises
+        ------
+        ConfigCheckError
+            Listing every problem of the arguments and the experiments, when the check had not passed yet.
+        """
+        check_stage = "fit" if stage is None else stage
+        if check_stage not in ("fit", "validate", "predict"):
+            return
+        if self._checked_stage != check_stage:
+            self.preflight_check(check_stage, world_size=self._rank_world()[1], model=self._model())
+        self._checked_stage = None  # a later setup checks again: plates and files may have changed
         registry = ExperimentRegistry.from_yaml(self.experiments_yaml)
         names = [e.name for e in registry.experiments]
         self._build_transforms(registry.num_source_channels)
         if stage == "predict":
             chosen = self.predict_experiments or names
-            unknown = sorted(set(chosen) - set(names))
-            if unknown:
-                raise ValueError(f"predict_experiments {unknown} not in {self.experiments_yaml} (has {names})")
             self.predict_dataset = self._dataset(self._subset(registry, chosen), fit=False)
             return
-        if stage not in (None, "fit", "validate"):
-            return
-        unknown = sorted(set(self.val_experiments) - set(names))
-        if unknown:
-            raise ValueError(f"val_experiments {unknown} not in {self.experiments_yaml} (has {names})")
         train_names = [n for n in names if n not in self.val_experiments]
-        if not train_names:
-            raise ValueError(
-                f"No training experiments remaining after splitting off val_experiments {self.val_experiments}"
-            )
-        self._resolve_channel_dropout(registry.num_source_channels)
+        self.channel_dropout_channels = self.resolved_dropout_channels(registry.num_source_channels)
+        self.channel_dropout.channels = list(self.channel_dropout_channels)
         self._check_hcl_beta()
         self.train_dataset = self._dataset(self._subset(registry, train_names), fit=True)
         self.train_dataset.rank = self._rank_world()[0]
-        if stage in (None, "fit"):
-            self._check_fit_dataset(self.train_dataset, "train")
         if self.val_experiments:
             self.val_dataset = self._dataset(self._subset(registry, self.val_experiments), fit=True)
-            self._check_fit_dataset(self.val_dataset, "validation")
         else:
             _logger.warning("No val_experiments: validation is disabled")
         _logger.info(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+import os
+import re
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
+
+from dynaclr.problems import Problem, yaml_error_text
 
 __all__ = ["ExperimentConfig", "ExperimentRegistry"]
 
@@ -64,6 +68,251 @@ def _plate_channel_names(data_path: str) -> list[str]:
         return list(plate.channel_names)
 
 
+def hours_to_frames(tau_range_hours: tuple[float, float], interval_minutes: float) -> tuple[int, int]:
+    """Convert an offset range in hours to frames: ``(round(min * 60 / interval), round(max * 60 / interval))``."""
+    return round(tau_range_hours[0] * 60 / interval_minutes), round(tau_range_hours[1] * 60 / interval_minutes)
+
+
+#: ExperimentConfig fields without a default: an experiments file must give them
+REQUIRED_FIELDS = tuple(f.name for f in fields(ExperimentConfig) if f.default is MISSING)
+
+_LETTERS_DIGITS = re.compile(r"^([A-Za-z]+)(\d+)$")
+
+
+def well_name_problem(well: object) -> str | None:
+    """Why ``well`` is not a well name of the form ``"<row>/<col>"`` (e.g. ``"A/1"``), or None if it is.
+
+    Parameters
+    ----------
+    well : object
+        A value from ``condition_wells`` or ``include_wells``.
+
+    Returns
+    -------
+    str or None
+        A sentence saying what is wrong and what to write instead.
+    """
+    if not isinstance(well, str):
+        return f"well {well!r} is a {type(well).__name__}, not a string like 'A/1'"
+    parts = well.strip("/").split("/")
+    if len(parts) == 2 and all(parts) and not any(ch.isspace() for ch in well):
+        return None
+    match = _LETTERS_DIGITS.match(well)
+    if match:
+        return f"well '{well}' is not in row/col form: write '{match[1]}/{match[2]}'"
+    if len(parts) == 3:
+        return f"'{well}' names a FOV, not a well: write the well '{parts[0]}/{parts[1]}'"
+    return f"well '{well}' is not in row/col form (e.g. 'A/1')"
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def entry_problems(entry: object, position: int, file: str | Path | None = None) -> list[Problem]:
+    """Problems of one raw entry of an experiments file: not a mapping, missing or unknown keys.
+
+    Parameters
+    ----------
+    entry : object
+        The parsed YAML entry.
+    position : int
+        Its position in the ``experiments`` list (named in the messages when the entry has no name).
+    file : str or Path, optional
+        The experiments file.
+
+    Returns
+    -------
+    list[Problem]
+        Errors keyed ``experiments[<position>].<field>``.
+    """
+    file = None if file is None else str(file)
+    if not isinstance(entry, dict):
+        return [
+            Problem(
+                "error",
+                f"expected a mapping of experiment fields, got {type(entry).__name__} {entry!r}",
+                file=file,
+                key=f"experiments[{position}]",
+            )
+        ]
+    name = entry.get("name")
+    label = name if isinstance(name, str) else None
+    problems = []
+    missing = [k for k in REQUIRED_FIELDS if k not in entry]
+    if missing:
+        problems.append(
+            Problem(
+                "error",
+                f"missing required key(s) {missing}" + ("" if label else f" (entry number {position + 1})"),
+                experiment=label,
+                file=file,
+                key=f"experiments[{position}]." + missing[0],
+            )
+        )
+    allowed = {f.name for f in fields(ExperimentConfig)}
+    unknown = sorted(set(map(str, entry)) - allowed)
+    if unknown:
+        problems.append(
+            Problem(
+                "error",
+                f"unknown key(s) {unknown}; allowed: {sorted(allowed)}",
+                experiment=label,
+                file=file,
+                key=f"experiments[{position}].{unknown[0]}",
+            )
+        )
+    return problems
+
+
+def experiment_problems(
+    exp: ExperimentConfig, zero_fill_missing_channels: bool = False, file: str | Path | None = None
+) -> list[Problem]:
+    """Every problem of one experiment that needs no tracks: types, wells, channels, paths, plate channels.
+
+    Used by :class:`ExperimentRegistry` (which raises on the errors) and by :mod:`dynaclr.check` (which
+    reports them all).
+
+    Parameters
+    ----------
+    exp : ExperimentConfig
+        The experiment.
+    zero_fill_missing_channels : bool
+        Whether source channels absent from ``channel_names`` are allowed (a warning then).
+    file : str or Path, optional
+        The experiments file the experiment comes from (named in the problems).
+
+    Returns
+    -------
+    list[Problem]
+        Errors and warnings, in the order of the registry's validation.
+    """
+    file = None if file is None else str(file)
+    out: list[Problem] = []
+
+    def add(message: str, key: str, severity: str = "error", where: str | None = file) -> None:
+        out.append(Problem(severity, message, experiment=str(exp.name), file=where, key=key))
+
+    if not isinstance(exp.name, str) or not exp.name:
+        add(f"name must be a non-empty string, got {exp.name!r}", "name")
+    interval = exp.interval_minutes
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        add(f"interval_minutes must be a number, got {interval!r}", "interval_minutes")
+    elif not interval > 0:
+        add(f"interval_minutes must be > 0, got {interval}", "interval_minutes")
+    for key in ("start_hpi", "moi"):
+        value = getattr(exp, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            add(f"{key} must be a number, got {value!r}", key)
+    wells = exp.condition_wells
+    if not isinstance(wells, dict):
+        add(f"condition_wells must map condition -> list of wells, got {wells!r}", "condition_wells")
+    elif not wells:
+        add(
+            "condition_wells is empty: give at least one condition and its wells (e.g. {infected: [B/1]})",
+            "condition_wells",
+        )
+    else:
+        owner: dict[str, str] = {}
+        for condition, listed in wells.items():
+            key = f"condition_wells.{condition}"
+            if not isinstance(listed, (list, tuple)):
+                add(f"expected a list of wells, got {listed!r}", key)
+                continue
+            for well in listed:
+                why = well_name_problem(well)
+                if why is not None:
+                    add(why, key)
+                elif well in owner and owner[well] != condition:
+                    add(
+                        f"well '{well}' is listed under conditions '{owner[well]}' and '{condition}' "
+                        "(one condition per well)",
+                        key,
+                    )
+                else:
+                    owner[well] = condition
+        if all(isinstance(v, (list, tuple)) and not v for v in wells.values()):
+            add(
+                f"every condition has an empty well list ({sorted(map(str, wells))}): no cell would get a condition",
+                "condition_wells",
+            )
+    names_ok = _is_str_list(exp.channel_names)
+    if not names_ok:
+        add(f"channel_names must be a list of channel names, got {exp.channel_names!r}", "channel_names")
+    if not _is_str_list(exp.source_channel) or not exp.source_channel:
+        add(f"source_channel must be a non-empty list of channel names, got {exp.source_channel!r}", "source_channel")
+    elif names_ok:
+        missing = [ch for ch in exp.source_channel if ch not in exp.channel_names]
+        if missing and not zero_fill_missing_channels:
+            add(
+                f"source_channel entries {missing} are not in channel_names {list(exp.channel_names)} "
+                "(set zero_fill_missing_channels to read them as zeros)",
+                "source_channel",
+            )
+        elif missing:
+            add(f"source channels {missing} are absent and read as zeros", "source_channel", "warning")
+    for key in ("data_path", "tracks_path"):
+        if not isinstance(getattr(exp, key), (str, os.PathLike)):
+            add(f"{key} must be a path, got {getattr(exp, key)!r}", key)
+    if not isinstance(exp.data_path, (str, os.PathLike)):
+        return out
+    if not Path(exp.data_path).exists():
+        add(f"data_path does not exist: {exp.data_path}", "data_path")
+        return out
+    if isinstance(exp.tracks_path, (str, os.PathLike)) and not Path(exp.tracks_path).is_dir():
+        add(
+            f"tracks_path is not a directory: {exp.tracks_path} (expected <tracks_path>/<row>/<col>/<fov>/*.csv)",
+            "tracks_path",
+        )
+    try:
+        actual = _plate_channel_names(exp.data_path)
+    except Exception as err:  # not a plate, unreadable metadata: name the store, keep the cause
+        add(
+            f"cannot open {exp.data_path} as an HCS OME-Zarr plate ({type(err).__name__}: {err})",
+            "data_path",
+            where=str(exp.data_path),
+        )
+        return out
+    if names_ok and actual != list(exp.channel_names):
+        add(
+            f"channel_names {list(exp.channel_names)} (expected) do not match the plate's channels {actual} (actual)",
+            "channel_names",
+            where=str(exp.data_path),
+        )
+    return out
+
+
+def read_experiments_file(path: str | Path) -> tuple[list, bool]:
+    """Read the raw ``experiments`` entries of an experiments file and its ``zero_fill_missing_channels`` flag.
+
+    Parameters
+    ----------
+    path : str or Path
+        The experiments YAML.
+
+    Returns
+    -------
+    tuple[list, bool]
+        The entries (unvalidated, see :func:`entry_problems`) and the flag.
+
+    Raises
+    ------
+    ValueError
+        If the file does not exist, is not valid YAML or has no top-level ``experiments`` list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"experiments file not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({yaml_error_text(err)})") from None
+    entries = content.get("experiments") if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a top-level 'experiments' list with at least one experiment")
+    return entries, bool(content.get("zero_fill_missing_channels", False))
+
+
 @dataclass
 class ExperimentRegistry:
     """Validated collection of experiments sharing one model-input channel layout.
@@ -119,26 +368,12 @@ class ExperimentRegistry:
         self._by_name = {exp.name: exp for exp in self.experiments}
 
     def _validate(self, exp: ExperimentConfig) -> None:
-        if exp.interval_minutes <= 0:
-            raise ValueError(f"Experiment '{exp.name}': interval_minutes must be > 0, got {exp.interval_minutes}")
-        if not exp.condition_wells:
-            raise ValueError(f"Experiment '{exp.name}': condition_wells is empty")
-        missing = [ch for ch in exp.source_channel if ch not in exp.channel_names]
-        if missing and not self.zero_fill_missing_channels:
-            raise ValueError(
-                f"Experiment '{exp.name}': source_channel entries {missing} are not in "
-                f"channel_names {exp.channel_names} (set zero_fill_missing_channels to read them as zeros)"
-            )
-        if missing:
-            _logger.warning("Experiment '%s': source channels %s are absent and read as zeros", exp.name, missing)
-        if not Path(exp.data_path).exists():
-            raise ValueError(f"Experiment '{exp.name}': data_path does not exist: {exp.data_path}")
-        actual = _plate_channel_names(exp.data_path)
-        if actual != list(exp.channel_names):
-            raise ValueError(
-                f"Experiment '{exp.name}': channel_names {list(exp.channel_names)} (expected) do not match "
-                f"the plate's channels {actual} (actual) in {exp.data_path}"
-            )
+        problems = experiment_problems(exp, self.zero_fill_missing_channels)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise ValueError("\n".join(f"Experiment '{exp.name}': {p.key}: {p.message}" for p in errors))
+        for problem in problems:
+            _logger.warning("Experiment '%s': %s", exp.name, problem.message)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentRegistry:
@@ -157,23 +392,20 @@ class ExperimentRegistry:
         Raises
         ------
         TypeError
-            If an experiment has keys that are not :class:`ExperimentConfig` fields.
+            If an experiment has keys that are not :class:`ExperimentConfig` fields, lacks a required one
+            or is not a mapping (every such entry is named, with the file).
         ValueError
-            If the file has no ``experiments`` list, or on any registry validation error.
+            If the file is missing, is not YAML or has no ``experiments`` list, or on any registry validation
+            error (the message names the file).
         """
-        with open(path) as f:
-            content = yaml.safe_load(f) or {}
-        entries = content.get("experiments") if isinstance(content, dict) else None
-        if not isinstance(entries, list):
-            raise ValueError(f"{path}: expected a top-level 'experiments' list")
-        allowed = {f.name for f in fields(ExperimentConfig)}
-        experiments = []
-        for entry in entries:
-            unknown = sorted(set(entry) - allowed)
-            if unknown:
-                raise TypeError(f"{path}: experiment {entry.get('name', '?')!r} has unknown keys {unknown}")
-            experiments.append(ExperimentConfig(**entry))
-        return cls(experiments, zero_fill_missing_channels=bool(content.get("zero_fill_missing_channels", False)))
+        entries, zero_fill = read_experiments_file(path)
+        key_problems = [p for i, entry in enumerate(entries) for p in entry_problems(entry, i, path)]
+        if key_problems:
+            raise TypeError("\n".join(p.describe() for p in key_problems))
+        try:
+            return cls([ExperimentConfig(**entry) for entry in entries], zero_fill_missing_channels=zero_fill)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def get_experiment(self, name: str) -> ExperimentConfig:
         """Return the experiment called ``name``.
@@ -204,9 +436,7 @@ class ExperimentRegistry:
             ``(round(min * 60 / interval), round(max * 60 / interval))`` (Python rounding). A warning
             mentioning "fewer than 2 valid frames" is logged when min >= max.
         """
-        interval = self.get_experiment(experiment_name).interval_minutes
-        tau_min = round(tau_range_hours[0] * 60 / interval)
-        tau_max = round(tau_range_hours[1] * 60 / interval)
+        tau_min, tau_max = hours_to_frames(tau_range_hours, self.get_experiment(experiment_name).interval_minutes)
         if tau_min >= tau_max:
             _logger.warning(
                 "Experiment '%s': tau range %s h gives frames (%d, %d), fewer than 2 valid frames",

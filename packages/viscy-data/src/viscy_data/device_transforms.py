@@ -26,6 +26,7 @@ import torch
 from monai.transforms import Compose, MapTransform
 from torch import Tensor
 
+from viscy_data.checks import transform_key_problems
 from viscy_data.norm_meta import collate_norm_meta
 
 __all__ = [
@@ -122,20 +123,6 @@ def transform_channel_wise(
     return gather_channels({key: transformed[key] for key in channel_keys})
 
 
-def _check_keys(transforms: Sequence[Callable], channel_keys: Sequence[str], argument: str) -> None:
-    """Fail at construction, naming the argument, when a transform names a channel the batches lack."""
-    for i, transform in enumerate(transforms):
-        keys = getattr(transform, "keys", None)
-        if not isinstance(keys, (list, tuple)) or getattr(transform, "allow_missing_keys", False):
-            continue
-        unknown = [k for k in keys if k not in channel_keys and k != "norm_meta"]
-        if unknown:
-            raise ValueError(
-                f"{argument}[{i}] ({type(transform).__name__}) names key(s) {unknown}, but the batches have the "
-                f"channel keys {list(channel_keys)}; set its keys to those channels"
-            )
-
-
 class DeviceTransforms:
     """Normalise, augment and centre-crop ``(B, C, Z, Y, X)`` batches channel by channel.
 
@@ -176,8 +163,10 @@ class DeviceTransforms:
             raise ValueError(f"channel keys must be unique and not empty, got {self.channel_keys}")
         self.normalizations = list(normalizations)
         self.augmentations = list(augmentations)
-        _check_keys(self.normalizations, self.channel_keys, "normalizations")
-        _check_keys(self.augmentations, self.channel_keys, "augmentations")
+        for argument in ("normalizations", "augmentations"):
+            problems = transform_key_problems(getattr(self, argument), self.channel_keys, argument)
+            if problems:
+                raise ValueError(problems[0][1])
         self.final_size = None if final_size is None else tuple(final_size)
         if self.final_size is not None and len(self.final_size) != 3:
             raise ValueError(f"final_size must be (Z, Y, X), got {self.final_size}")

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from viscy_data._io import fov_name, open_plate
 from viscy_data._typing import ChannelMap, Sample
 from viscy_data._utils import _collate_samples, _ensure_channel_list, _read_norm_meta
+from viscy_data.checks import patch_fit_problems
 from viscy_data.sliding_window import MaskTestDataset, SlidingWindowDataset
 
 __all__ = ["HCSDataModule", "MaskTestDataset", "SlidingWindowDataset"]
@@ -224,14 +225,14 @@ class HCSDataModule(LightningDataModule):
 
     def _check_patch_size(self, positions: Sequence[Position]) -> None:
         """Fail, naming yx_patch_size, when a patch is larger than an image (the crop would be smaller)."""
-        small = [(fov_name(p), p[self.array_key].height, p[self.array_key].width) for p in positions]
-        small = [s for s in small if s[1] < self.yx_patch_size[0] or s[2] < self.yx_patch_size[1]]
+        small = []
+        for position in positions:
+            fits = patch_fit_problems(position[self.array_key].shape, slice(None), self.yx_patch_size)
+            small += [(fov_name(position), message) for _, message in fits]
         if small:
-            name, height, width = small[0]
-            raise ValueError(
-                f"yx_patch_size {self.yx_patch_size} is larger than FOV '{name}' ({height}, {width})"
-                f"{f' and {len(small) - 1} other FOV(s)' if len(small) > 1 else ''}: reduce yx_patch_size"
-            )
+            name, message = small[0]
+            others = f" (and {len(small) - 1} other FOV(s))" if len(small) > 1 else ""
+            raise ValueError(f"FOV {name}{others}: {message}")
 
     def _setup_fit(self) -> None:
         plate = self._open()

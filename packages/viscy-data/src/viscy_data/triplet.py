@@ -15,6 +15,7 @@ from monai.transforms import MapTransform
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from viscy_data import checks
 from viscy_data._io import fov_name
 from viscy_data._typing import INDEX_COLUMNS, TripletSample
 from viscy_data._utils import _ensure_channel_list, _read_norm_meta
@@ -159,13 +160,9 @@ class TripletDataset(Dataset):
                     f"tracks of FOV '{name}' lack required column(s) {missing}; columns: {list(table.columns)}"
                 )
             image = position["0"]
-            if self.z_range.stop is not None and self.z_range.stop > image.slices:
-                raise ValueError(f"z_range {self.z_range} exceeds the {image.slices} Z slices of FOV '{name}'")
-            if h > image.height or w > image.width:
-                raise ValueError(
-                    f"initial_yx_patch_size {self.yx_patch_size} is larger than FOV '{name}' "
-                    f"({image.height}, {image.width}): reduce initial_yx_patch_size"
-                )
+            fits = checks.patch_fit_problems(image.shape, self.z_range, (h, w), yx_key="initial_yx_patch_size")
+            if fits:
+                raise ValueError(f"FOV {name}: " + "; ".join(m for _, m in fits))
             y, x = table["y"].to_numpy(), table["x"].to_numpy()
             keep = (y > h / 2) & (y < image.height - h / 2) & (x > w / 2) & (x < image.width - w / 2)
             kept = table.loc[keep].copy()
@@ -334,14 +331,15 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
         seed: int | None = None,
     ) -> None:
         _require_extras("TripletDataModule")
+        problems = checks.patch_argument_problems(
+            batch_size, num_workers, z_range, initial_yx_patch_size, final_yx_patch_size, "initial_yx_patch_size"
+        )
+        if problems:
+            raise checks.DataCheckError(problems, "TripletDataModule")
         z_start, z_stop = z_range
         z_window_size = z_window_size or (z_stop - z_start)
         if z_window_size > z_stop - z_start:
             raise ValueError(f"z_window_size={z_window_size} is larger than z_range {tuple(z_range)}")
-        if any(f > i for f, i in zip(final_yx_patch_size, initial_yx_patch_size)):
-            raise ValueError(
-                f"final_yx_patch_size {tuple(final_yx_patch_size)} exceeds initial {tuple(initial_yx_patch_size)}"
-            )
         if num_workers > 1:
             warnings.warn("Using more than 1 thread worker will likely degrade performance.", UserWarning, stacklevel=2)
         super().__init__(
@@ -399,6 +397,40 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             seed=self.seed or 0,
         )
 
+    def preflight_check(self, stage: str = "fit") -> None:
+        """Check the plate against the arguments before a run writes anything.
+
+        The ``viscy``/``dynaclr`` command calls this before ``fit``, ``validate`` and ``predict`` (before logs,
+        checkpoints or ``config.yaml`` exist); :meth:`setup` runs the same checks.
+
+        Parameters
+        ----------
+        stage : str
+            The subcommand about to run (``fit``, ``validate`` and ``predict`` are checked).
+
+        Raises
+        ------
+        DataCheckError
+            Listing every problem: FOVs missing a ``source_channel``, a ``z_range`` beyond a FOV's Z planes, an
+            ``initial_yx_patch_size`` larger than a FOV, FOVs without the statistics ``NormalizeSampled`` reads.
+        """
+        if stage not in ("fit", "validate", "predict"):
+            return
+        with self._open() as plate:
+            self._check_positions(_select_fovs(plate, self._include_wells, self._exclude_fovs))
+
+    def _check_positions(self, positions: Sequence[Position]) -> None:
+        problems = checks.fov_problems(
+            positions, self.source_channel, self.z_range, self.initial_yx_patch_size, "initial_yx_patch_size"
+        )
+        problems = [f"{self.data_path}: {m}" for m in problems]
+        try:
+            self._check_norm_meta(positions)
+        except ValueError as err:
+            problems.append(str(err))
+        if problems:
+            raise checks.DataCheckError(problems, str(self.data_path))
+
     def setup(self, stage: str | None = None) -> None:
         """Build train/val (fit, validate) or predict datasets."""
         self._predicting = stage == "predict"
@@ -408,7 +440,7 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             raise NotImplementedError(f"{stage} stage")
         plate = self._open()
         positions = _select_fovs(plate, self._include_wells, self._exclude_fovs)
-        self._check_norm_meta(positions)
+        self._check_positions(positions)
         if stage == "predict":
             self.predict_dataset = self._dataset(positions, fit=False)
             return
@@ -417,12 +449,11 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             raise ValueError(f"split_ratio={self.split_ratio} of {len(positions)} FOVs leaves an empty split")
         self.train_dataset = self._dataset([positions[i] for i in train_idx], fit=True)
         self.val_dataset = self._dataset([positions[i] for i in val_idx], fit=True)
-        if stage == "fit" and len(self.train_dataset) < self.batch_size:
+        if stage == "fit":
             # the training loader drops the incomplete batch: fewer anchors than a batch would train on nothing
-            raise ValueError(
-                f"the training FOVs have {len(self.train_dataset)} anchors, fewer than batch_size={self.batch_size}: "
-                f"set batch_size <= {len(self.train_dataset)}"
-            )
+            message = checks.anchors_problem(len(self.train_dataset), self.batch_size, what="the training FOVs")
+            if message is not None:
+                raise ValueError(message)
 
     def _loader(self, dataset: TripletDataset, shuffle: bool) -> ThreadDataLoader:
         kwargs: dict[str, Any] = {}

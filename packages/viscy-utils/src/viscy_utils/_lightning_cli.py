@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import Mapping
@@ -18,6 +19,9 @@ __all__ = ["VisCyCLI"]
 
 _logger = logging.getLogger(__name__)
 
+#: subcommands before which a data module's ``preflight_check`` runs
+PREFLIGHT_SUBCOMMANDS = frozenset({"fit", "validate", "test", "predict"})
+
 
 class VisCyCLI(LightningCLI):
     """Lightning CLI with the ``viscy`` defaults and the extra trainer subcommands.
@@ -28,6 +32,8 @@ class VisCyCLI(LightningCLI):
       ``preprocess``, ``precompute`` and ``convert_to_anndata`` need no model; those and ``export`` need
       no data module. The groups stay available (optional) so a training config can be reused.
     - Default logger: ``TensorBoardLogger(save_dir="", version=<YYYYmmdd-HHMMSS>, log_graph=True)``.
+    - A data module with a ``preflight_check(stage[, world_size][, model])`` method is checked before the
+      subcommand runs (before logs, checkpoints or ``config.yaml`` are written).
     - A checkpoint whose hyper-parameters cannot be parsed does not abort the command (Lightning
       issue #21255): the hyper-parameters are skipped with a warning.
 
@@ -78,6 +84,23 @@ class VisCyCLI(LightningCLI):
                 )
             }
         )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run the data module's pre-flight check, then the subcommand.
+
+        A data module may define ``preflight_check(stage[, world_size][, model])`` (the optional arguments it names
+        are passed); it runs before ``fit``, ``validate``, ``test`` and ``predict`` start, so configuration errors
+        surface before logs, checkpoints or the saved ``config.yaml`` exist.
+        """
+        check = getattr(self.datamodule, "preflight_check", None)
+        if subcommand in PREFLIGHT_SUBCOMMANDS and callable(check):
+            offered = {
+                "world_size": int(getattr(self.trainer, "world_size", 1) or 1),
+                "model": self.model,  # compared with the data (input channels, stack depth)
+            }
+            accepted = inspect.signature(check).parameters
+            check(stage=subcommand, **{k: v for k, v in offered.items() if k in accepted})
+        super()._run_subcommand(subcommand)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """Pass the data module only to subcommands that use one (a reused fit config may define it)."""

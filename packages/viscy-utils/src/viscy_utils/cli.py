@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from viscy_data.checks import DataCheckError
 from viscy_utils.cpu_runtime import enable_huge_page_buffers, tune_cpu_runtime
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
 
 #: command-line switch (anywhere on the line) that opts in to :func:`~viscy_utils.cpu_runtime.tune_cpu_runtime`
 TUNE_CPU_FLAGS = frozenset({"--tune_cpu", "--tune-cpu"})
+#: command-line switch (anywhere on the line): a failed pre-flight check shows its traceback
+DEBUG_FLAG = "--debug"
 #: environment variable that opts in too (``1``, ``true``, ``yes`` or ``on``)
 TUNE_CPU_ENV = "VISCY_TUNE_CPU"
 
@@ -136,6 +139,7 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
         "                        Print the configuration after applying all other arguments and exit.",
         "  --tune_cpu            Tune the CPU runtime for batch transforms (huge pages, heap reuse, no OpenMP",
         f"                        spinning; see viscy_utils.cpu_runtime). Off by default; {TUNE_CPU_ENV}=1 too.",
+        "  --debug               Show the traceback when the data module's pre-flight check fails.",
         "",
         "subcommands:",
         f"  For more details of each subcommand, add it as an argument followed by --help (e.g. {prog} fit --help).",
@@ -204,6 +208,11 @@ def run_cli(
         module, _, function = TOOL_SUBCOMMANDS[tokens[0]].partition(":")
         getattr(importlib.import_module(module), function)(tokens[1:], prog=f"{prog} {tokens[0]}")
         return None
+    debug = DEBUG_FLAG in tokens
+    if debug:
+        tokens = [t for t in tokens if t != DEBUG_FLAG]
+        if args is None:
+            sys.argv = [sys.argv[0], *tokens]
     _setup_environment(tune_cpu)
     from lightning.pytorch import LightningDataModule, LightningModule
 
@@ -211,18 +220,24 @@ def run_cli(
     from viscy_utils.trainer import VisCyTrainer
 
     parser_kwargs = {"prog": prog, "description": description, **cli_kwargs.pop("parser_kwargs", {})}
-    return VisCyCLI(
-        model_class=LightningModule,
-        datamodule_class=LightningDataModule,
-        trainer_class=trainer_class or VisCyTrainer,
-        seed_everything_default=cli_kwargs.pop("seed_everything_default", 42),
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs=parser_kwargs,
-        # None lets Lightning read sys.argv itself (it warns when given both)
-        args=None if args is None else tokens,
-        **cli_kwargs,
-    )
+    try:
+        return VisCyCLI(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            trainer_class=trainer_class or VisCyTrainer,
+            seed_everything_default=cli_kwargs.pop("seed_everything_default", 42),
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs=parser_kwargs,
+            # None lets Lightning read sys.argv itself (it warns when given both)
+            args=None if args is None else tokens,
+            **cli_kwargs,
+        )
+    except DataCheckError as err:  # the data module's pre-flight check: every problem, no traceback
+        if debug:
+            raise
+        sys.stderr.write(f"{err.format()}\n(nothing was written; add {DEBUG_FLAG} for the traceback)\n")
+        raise SystemExit(1) from None
 
 
 def main() -> None:

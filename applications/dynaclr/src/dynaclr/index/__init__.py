@@ -3,7 +3,8 @@
 :class:`MultiExperimentIndex` is the public entry point. Its parts live in modules named for their
 concern: :mod:`~dynaclr.index.lineage` (tracks, parents, roots, subtrees),
 :mod:`~dynaclr.index.positives` (candidate positives and their sampling),
-:mod:`~dynaclr.index.anchors` (which observations are valid anchors) and
+:mod:`~dynaclr.index.anchors` (which observations are valid anchors),
+:mod:`~dynaclr.index.tracks_csv` (reading and validating one FOV's tracking CSV) and
 :mod:`~dynaclr.index.cache` (the parquet cache of a built index).
 """
 

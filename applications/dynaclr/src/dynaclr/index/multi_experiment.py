@@ -8,28 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynaclr.experiment import ExperimentRegistry
+from dynaclr.experiment import ExperimentRegistry, well_name_problem
 from dynaclr.index.anchors import valid_anchor_rows
 from dynaclr.index.cache import CachedIndex, cache_path, read_cache, write_cache
 from dynaclr.index.lineage import link_tracks, subtrees
 from dynaclr.index.positives import PositiveSampler
+from dynaclr.index.tracks_csv import describe_dropped_rows, first_csv, inside_image, read_tracks_csv
+from viscy_data.checks import patch_fit_problems
 
 __all__ = ["MultiExperimentIndex"]
 
 _logger = logging.getLogger(__name__)
-
-
-def _first_csv(folder: Path) -> Path | None:
-    """First CSV of a folder in sorted order (deterministic, unlike a bare glob)."""
-    found = sorted(folder.glob("*.csv"))
-    return found[0] if found else None
-
-
-def _integer_column(tracks: pd.DataFrame, column: str) -> np.ndarray:
-    values = pd.to_numeric(tracks[column], errors="coerce").to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
-        raise ValueError(f"tracking column '{column}' must hold integers")
-    return values.astype(np.int64)
 
 
 class MultiExperimentIndex:
@@ -89,6 +78,9 @@ class MultiExperimentIndex:
         self.yx_patch_size = (int(yx_patch_size[0]), int(yx_patch_size[1]))
         self.tau_range_hours = (float(tau_range_hours[0]), float(tau_range_hours[1]))
         self.include_wells = None if include_wells is None else list(include_wells)
+        bad_wells = [why for why in map(well_name_problem, self.include_wells or []) if why is not None]
+        if bad_wells:
+            raise ValueError("include_wells: " + "; ".join(bad_wells))
         self.exclude_fovs = None if exclude_fovs is None else list(exclude_fovs)
         self.tau_frames = {
             e.name: registry.tau_range_frames(e.name, self.tau_range_hours) for e in registry.experiments
@@ -124,20 +116,30 @@ class MultiExperimentIndex:
         tables, lengths = [], []
         for exp in self.registry.experiments:
             tracks_root = Path(exp.tracks_path)
+            dropped = {}
             for fov, position in self._open_positions(exp):
-                csv = _first_csv(tracks_root / fov)
+                shape = tuple(int(s) for s in position["0"].shape)
+                geometry = patch_fit_problems(shape, self.z_range, self.yx_patch_size)
+                if geometry:
+                    raise ValueError(
+                        f"Experiment '{exp.name}', FOV {fov} of {exp.data_path}: " + "; ".join(m for _, m in geometry)
+                    )
+                csv = first_csv(tracks_root / fov)
                 if csv is None:
                     _logger.warning("Experiment '%s': no tracking CSV in %s, FOV skipped", exp.name, tracks_root / fov)
                     continue
-                df = pd.read_csv(csv)
-                missing = {"track_id", "t", "y", "x"} - set(df.columns)
-                if missing:
-                    raise ValueError(f"{csv}: missing tracking columns {sorted(missing)}")
+                fov_tracks = read_tracks_csv(csv, (shape[0], shape[-2], shape[-1]))
+                if fov_tracks.errors:
+                    raise ValueError(f"{csv} (experiment '{exp.name}', FOV {fov}): " + "; ".join(fov_tracks.errors))
+                if fov_tracks.n_dropped:
+                    dropped[fov] = fov_tracks
                 self.positions.append(position)
                 self._fov_keys.append((exp.name, fov))
-                self._fov_shapes.append(tuple(int(s) for s in position["0"].shape[-2:]))
-                tables.append(df)
-                lengths.append(len(df))
+                self._fov_shapes.append(shape[-2:])
+                tables.append(fov_tracks.table)
+                lengths.append(len(fov_tracks.table))
+            if dropped:
+                _logger.warning("Experiment '%s': %s", exp.name, describe_dropped_rows(dropped))
         if tables:
             tracks = pd.concat(tables, ignore_index=True)
         else:
@@ -158,8 +160,7 @@ class MultiExperimentIndex:
             ],
             dtype=object,
         )
-        for column in ("track_id", "t"):
-            tracks[column] = _integer_column(tracks, column)
+        self._warn_unmatched_conditions(fov_experiment, fov_well, fov_condition)
         parent_track_id = None
         if "parent_track_id" in tracks.columns:
             parent_track_id = pd.to_numeric(tracks["parent_track_id"], errors="coerce").to_numpy(dtype=np.float64)
@@ -190,8 +191,9 @@ class MultiExperimentIndex:
         # border: drop centroids outside the image, clamp the rest so the patch fits
         shapes = np.array(self._fov_shapes, dtype=np.float64).reshape(-1, 2)
         height, width = shapes[fov_code, 0], shapes[fov_code, 1]
-        y, x = tracks["y"].to_numpy(dtype=np.float64), tracks["x"].to_numpy(dtype=np.float64)
-        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        y = pd.to_numeric(tracks["y"], errors="coerce").to_numpy(dtype=np.float64)
+        x = pd.to_numeric(tracks["x"], errors="coerce").to_numpy(dtype=np.float64)
+        inside = inside_image(y, x, height, width)
         ph, pw = self.yx_patch_size
         tracks["y_clamp"] = np.clip(y, ph // 2, np.maximum(height - ph // 2, ph // 2))
         tracks["x_clamp"] = np.clip(x, pw // 2, np.maximum(width - pw // 2, pw // 2))
@@ -200,6 +202,25 @@ class MultiExperimentIndex:
         self._fov_code = fov_code[keep]
         self._track_code = links.track_of_row[keep]
         self._parent = links.parent
+
+    def _warn_unmatched_conditions(self, fov_exp: np.ndarray, well_of: np.ndarray, cond_of: np.ndarray) -> None:
+        """Warn about wells of FOVs in no condition (their cells get ``"unknown"``) and conditions without FOVs."""
+        for exp in self.registry.experiments:
+            mine = fov_exp == exp.name
+            orphans = sorted(set(well_of[mine & (cond_of == "unknown")]))
+            if orphans:
+                _logger.warning(
+                    "Experiment '%s': wells %s are in no condition of condition_wells; their cells get condition "
+                    "'unknown'",
+                    exp.name,
+                    orphans,
+                )
+            present = set(well_of[mine])
+            for condition, wells in exp.condition_wells.items():
+                if not present.intersection(wells):
+                    _logger.warning(
+                        "Experiment '%s': condition '%s' has no tracked FOV (wells %s)", exp.name, condition, wells
+                    )
 
     @staticmethod
     def _codes(per_fov: np.ndarray, fov_code: np.ndarray) -> tuple[np.ndarray, pd.Index]:
