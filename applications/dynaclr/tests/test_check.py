@@ -1029,7 +1029,13 @@ def test_argument_problems_accepts_the_defaults():
         for k, p in inspect.signature(MultiExperimentDataModule.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    assert argument_problems(defaults).problems == []
+    # the spec's required geometry defaults to None only for the experiments_file alias: reported as required
+    required = ("z_range", "yx_patch_size", "final_yx_patch_size")
+    problems = argument_problems(defaults).problems
+    assert sorted(p.key for p in problems) == sorted(f"data.init_args.{k}" for k in required)
+    assert all("is required" in p.message for p in problems)
+    geometry = {"z_range": [0, 1], "yx_patch_size": [64, 64], "final_yx_patch_size": [32, 32]}
+    assert argument_problems({**defaults, **geometry}).problems == []
 
 
 def test_registry_names_missing_keys_and_file(setup):
@@ -1145,3 +1151,11 @@ def test_default_channel_dropout_fits_one_source_channel(setup):
     _single_channel(setup)  # the default (None) drops nothing with one channel: not an error
     report = setup.check()
     assert report.ok and not any("channel_dropout" in str(p) for p in report.problems), report.format()
+
+
+def test_missing_required_geometry_is_reported_by_name(setup):
+    for key in ("z_range", "final_yx_patch_size"):
+        setup.args.pop(key, None)
+    report = setup.check()
+    assert sorted(p.key for p in report.errors) == ["data.init_args.final_yx_patch_size", "data.init_args.z_range"]
+    assert all("is required" in p.message for p in report.errors), report.format()

@@ -50,8 +50,13 @@ def test_hyperparameters_and_split(experiments):
 
 
 def test_experiments_file_alias_and_bad_names(experiments):
-    dm = MultiExperimentDataModule(experiments_file=str(experiments), z_range=(0, 2), val_experiments=["exp_c"])
+    geometry = dict(z_range=(0, 2), yx_patch_size=(48, 48), final_yx_patch_size=(32, 32))
+    dm = MultiExperimentDataModule(experiments_file=str(experiments), val_experiments=["exp_c"], **geometry)
     assert dm.experiments_yaml == str(experiments)
+    # the spec's required geometry arguments stay required (None is only there for the alias)
+    for name in geometry:
+        with pytest.raises(ValueError, match=name):
+            MultiExperimentDataModule(str(experiments), **{k: v for k, v in geometry.items() if k != name})
     with pytest.raises(ValueError, match="typo"):
         _dm(experiments, val_experiments=["typo"]).setup("fit")
     with pytest.raises(ValueError, match="none is left for training"):

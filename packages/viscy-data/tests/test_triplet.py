@@ -120,6 +120,18 @@ def test_arguments_that_do_not_fit_the_plate_name_themselves(synthetic_plate):
         _dm(synthetic_plate, augmentations=[ScaleIntensityd(keys=["RFP"])])
 
 
+def test_tracks_have_the_spec_derived_columns(synthetic_plate):
+    with open_ome_zarr(synthetic_plate.store_path, mode="r") as plate:
+        positions = [pos for _, pos in plate.positions()]
+        tables = [pd.read_csv(synthetic_plate.tracks_csv(n)) for n in synthetic_plate.fov_names]
+        ds = TripletDataset(positions, tables, ["GFP"], (16, 16), slice(0, 2))
+        assert {"position", "fov_name", "global_track_id"} <= set(ds.tracks.columns)
+        for _, row in ds.tracks.iloc[[0, -1]].iterrows():
+            assert row["position"] is positions[synthetic_plate.fov_names.index(row["fov_name"])]
+            assert row["fov_name"] == row["position"].zgroup.name.strip("/")
+            assert row["global_track_id"] == f"{row['fov_name']}_{row['track_id']}"
+
+
 def test_bad_arguments_are_reported_all_at_once_naming_each():
     from viscy_data.checks import DataCheckError
 

@@ -149,3 +149,34 @@ def test_transforms_compose_with_monai():
     for i in range(2):
         assert torch.equal(first[i], x[i]) or torch.equal(first[i], torch.flip(x[i], dims=[-1]))
     torch.testing.assert_close(halves.set_random_state(seed=1)({"a": x.clone()})["a"], first, rtol=0, atol=0)
+
+
+# spec §2: dictionary transforms are MONAI MapTransforms; the random ones are also Randomizable (set_random_state)
+_DICT_TRANSFORMS = [n for n in vt.__all__ if n.endswith("d")]
+_RANDOM_DICT = {n for n in _DICT_TRANSFORMS if "Rand" in n}
+
+
+@pytest.mark.parametrize("name", _DICT_TRANSFORMS)
+def test_dict_transforms_are_map_transforms(name):
+    cls = getattr(vt, name)
+    assert issubclass(cls, mt.MapTransform)
+    assert issubclass(cls, mt.Randomizable) == (name in _RANDOM_DICT)
+
+
+def test_stack_channels_keys_are_the_input_channels():
+    stack = vt.StackChannelsd({"source": "Phase", "target": ["Nuclei", "Membrane"]})
+    assert tuple(stack.keys) == ("Phase", "Nuclei", "Membrane")
+    sample = {k: torch.full((1, 2, 3, 3), float(i)) for i, k in enumerate(["Phase", "Nuclei", "Membrane"])}
+    out = stack(sample)
+    assert set(out) == {"source", "target"}
+    assert out["target"].shape == (2, 2, 3, 3) and out["target"][1].eq(2).all()
+
+
+def test_typing_required_keys():
+    from viscy_transforms import _typing
+
+    assert _typing.ChannelMap.__required_keys__ == {"source"}
+    assert _typing.Sample.__required_keys__ == frozenset()
+    assert _typing.HCSStackIndex._fields == ("image", "time", "z")
+    assert set(_typing.LevelNormStats.__annotations__) == {"mean", "std", "median", "iqr"}
+    assert set(_typing.ChannelNormStats.__annotations__) == {"dataset_statistics", "fov_statistics"}

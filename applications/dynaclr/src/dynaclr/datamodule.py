@@ -58,13 +58,14 @@ class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
     experiments_yaml : str
         Experiments file for :meth:`ExperimentRegistry.from_yaml` (``experiments_file`` is an alias).
     z_range : tuple[int, int]
-        (start, stop) Z planes.
+        (start, stop) Z planes. Required.
     yx_patch_size : tuple[int, int]
-        Patch size read from the stores.
+        Patch size read from the stores. Required.
     final_yx_patch_size : tuple[int, int]
-        Patch size after the centre crop that ends the GPU pipeline.
-    val_experiments : list[str]
-        Experiments used for validation (whole experiments; the rest train).
+        Patch size after the centre crop that ends the GPU pipeline. Required.
+    val_experiments : list[str] or None
+        Experiments used for validation (whole experiments; the rest train). None or ``[]``: no
+        validation split (a warning at ``setup("fit")``; a predict-only configuration needs none).
     tau_range : tuple[float, float]
         Anchor-positive offsets in hours.
     tau_decay_rate : float
@@ -122,9 +123,9 @@ temporal_global_fraction, experiment_weights, condition_ratio
     def __init__(
         self,
         experiments_yaml: str | None = None,
-        z_range: tuple[int, int] = (0, 1),
-        yx_patch_size: tuple[int, int] = (256, 256),
-        final_yx_patch_size: tuple[int, int] = (160, 160),
+        z_range: tuple[int, int] | None = None,
+        yx_patch_size: tuple[int, int] | None = None,
+        final_yx_patch_size: tuple[int, int] | None = None,
         val_experiments: list[str] | None = None,
         tau_range: tuple[float, float] = (0.5, 2.0),
         tau_decay_rate: float = 2.0,
@@ -156,6 +157,16 @@ temporal_global_fraction, experiment_weights, condition_ratio
             experiments_yaml = experiments_file
         if experiments_yaml is None:
             raise ValueError("MultiExperimentDataModule needs experiments_yaml (or its alias experiments_file)")
+        # required (they default to None only so that experiments_yaml can have its alias): no patch geometry
+        # fits every plate, so a missing one fails here instead of training on a guessed Z range or patch
+        required = {"z_range": z_range, "yx_patch_size": yx_patch_size, "final_yx_patch_size": final_yx_patch_size}
+        missing = [name for name, value in required.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"MultiExperimentDataModule needs {', '.join(missing)}: z_range as (start, stop) Z planes, "
+                "yx_patch_size as the (Y, X) patch read around each cell, final_yx_patch_size as the (Y, X) size "
+                "after the centre crop"
+            )
         self.experiments_yaml = str(experiments_yaml)
         self.experiments_file = self.experiments_yaml
         self.z_range = tuple(z_range)

@@ -4,8 +4,6 @@ The typed dicts document the structure of samples and batches; at runtime every 
 ``dict`` (and :class:`HCSStackIndex` a plain named tuple).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, NotRequired, TypedDict, TypeVar
 

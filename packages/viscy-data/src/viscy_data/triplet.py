@@ -78,6 +78,14 @@ class TripletDataset(Dataset):
     seed : int, default 0
         Seed of negative sampling (combined with the batch indices: reproducible and thread-safe).
 
+    Attributes
+    ----------
+    tracks : pandas.DataFrame
+        The kept detections of all FOVs, with the derived columns ``position`` (iohub Position),
+        ``fov_name`` (``"A/1/0"``) and ``global_track_id`` (``"<fov_name>_<track_id>"``).
+    valid_anchors : pandas.DataFrame
+        The rows of :attr:`tracks` that can be anchors (one per dataset item).
+
     Notes
     -----
     Patches are read by a :class:`~viscy_data.patch_reader.PatchReader` as float32, whatever the
@@ -158,6 +166,7 @@ class TripletDataset(Dataset):
             y, x = table["y"].to_numpy(), table["x"].to_numpy()
             keep = (y > h / 2) & (y < image.height - h / 2) & (x > w / 2) & (x < image.width - w / 2)
             kept = table.loc[keep].copy()
+            kept["position"] = pd.Series([position] * len(kept), index=kept.index, dtype=object)
             kept["fov_name"] = name
             kept["global_track_id"] = name + "_" + kept["track_id"].astype(str)
             kept["_fov"] = fov_idx

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
-from monai.transforms import Transform
+from monai.transforms import MapTransform
 
 __all__ = ["StackChannelsd"]
 
 
-class StackChannelsd(Transform):
+class StackChannelsd(MapTransform):
     """Stack channel entries of a sample into output keys.
 
     ``channel_map`` maps each output key to the input channel keys to concatenate along the channel axis
     (dim 0 of per-sample ``(C, Z, Y, X)`` tensors, dim 1 of batched ``(B, C, Z, Y, X)`` tensors). The output
-    dict holds only the output keys. A single channel name may be given as a plain string.
+    dict holds only the output keys. A single channel name may be given as a plain string. As a MONAI
+    ``MapTransform`` its ``keys`` are all the input channel keys (``allow_missing_keys`` is False).
 
     Parameters
     ----------
@@ -31,6 +32,7 @@ class StackChannelsd(Transform):
         for out, channels in self.channel_map.items():
             if not channels:
                 raise ValueError(f"channel_map[{out!r}] lists no channels.")
+        super().__init__([c for channels in self.channel_map.values() for c in channels], allow_missing_keys=False)
 
     def __call__(self, sample: Mapping[Hashable, torch.Tensor]) -> dict[str, torch.Tensor]:
         results = {}

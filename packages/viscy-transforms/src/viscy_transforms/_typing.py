@@ -1,7 +1,5 @@
 """Type aliases of the sample dictionaries the transforms operate on."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple, NotRequired, TypedDict, TypeVar
 

@@ -55,11 +55,19 @@ def argument_problems(args: Mapping[str, Any]) -> CheckReport:
     for key, minimum in (("batch_size", 1), ("num_workers", 0), ("cache_pool_bytes", 0)):
         if key in args:
             error(key, checks.integer_problem(key, args[key], minimum))
-    if "z_range" in args:
+    required = {
+        "z_range": "[start, stop] Z planes",
+        "yx_patch_size": "[height, width] of the patch read around each cell",
+        "final_yx_patch_size": "[height, width] after the centre crop",
+    }
+    for key, what in required.items():
+        if key in args and args[key] is None:
+            error(key, f"{key} is required: {what}")
+    if args.get("z_range") is not None:
         error("z_range", checks.z_range_problem(args["z_range"]))
-    sizes_ok = True
+    sizes_ok = all(args.get(key) is not None for key in ("yx_patch_size", "final_yx_patch_size"))
     for key in ("yx_patch_size", "final_yx_patch_size"):
-        if key in args and (message := checks.yx_size_problem(key, args[key])) is not None:
+        if args.get(key) is not None and (message := checks.yx_size_problem(key, args[key])) is not None:
             error(key, message)
             sizes_ok = False
     if sizes_ok and "yx_patch_size" in args and "final_yx_patch_size" in args:

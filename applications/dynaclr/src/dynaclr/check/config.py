@@ -136,6 +136,8 @@ def check_config(path: str | Path, stage: str = "auto", debug: bool = False) -> 
                 report.error(f"{type(err).__name__}: {err}", file=path, key=f"{_PREFIX}{list_name}[{i}]")
         transforms[list_name] = built
     kwargs = {k: v for k, v in init_args.items() if k not in bad}
+    if any(k not in kwargs or kwargs[k] is None for k in ("z_range", "yx_patch_size", "final_yx_patch_size")):
+        return report  # required geometry missing or invalid (reported above): the data module cannot be built
     try:
         dm = cls(**kwargs, **transforms)
     except Exception as err:
