@@ -148,10 +148,24 @@ def test_parent_valid_through_daughter_not_through_sister(tmp_path):
     assert set(va.loc[va["track_id"] == 2, "t"]) == {4}
 
 
-def test_tau_zero_never_counts(tmp_path):
-    rows = [(0, 0, 30, 30, -1), (1, 3, 30, 30, -1)]
+def test_tau_zero_never_drawn_inside_a_range(tmp_path):
+    # a range that includes 0 never makes an anchor its own positive (isolated frames have no anchor)
+    rows = [(0, 0, 30, 30, -1), (1, 3, 30, 30, -1), (2, 5, 30, 30, -1), (2, 6, 30, 30, -1)]
+    idx = _index(tmp_path, _tracks(rows), tau=(0.0, 1.0))
+    assert idx.tau_frames["exp"] == (0, 2)
+    assert list(idx.valid_anchors["track_id"]) == [2]
+    pos = idx.sample_positives(np.repeat(idx.anchor_track_rows, 50), np.random.default_rng(0), tau_decay_rate=0.0)
+    assert (idx.tracks["t"].to_numpy()[pos] == 6).all()
+
+
+def test_same_frame_range_makes_every_cell_its_own_positive(tmp_path):
+    # tau range (0, 0): the SimCLR-style ablation, positive = the anchor's own frame (augmented independently)
+    rows = [(0, 0, 30, 30, -1), (1, 3, 30, 30, -1), (1, 4, 30, 30, -1), (2, 5, 30, 30, 1), (3, 5, 30, 30, 1)]
     idx = _index(tmp_path, _tracks(rows), tau=(0.0, 0.0))
-    assert len(idx.valid_anchors) == 0
+    assert idx.tau_frames["exp"] == (0, 0)
+    assert len(idx.valid_anchors) == len(idx.tracks)
+    anchors = np.repeat(idx.anchor_track_rows, 20)
+    np.testing.assert_array_equal(idx.sample_positives(anchors, np.random.default_rng(1)), anchors)
 
 
 def test_per_experiment_tau_frames(tmp_path):

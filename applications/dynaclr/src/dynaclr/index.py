@@ -69,7 +69,9 @@ class MultiExperimentIndex:
         (height, width) of the patches, used for border clamping.
     tau_range_hours : tuple[float, float]
         Range of temporal offsets between an anchor and its positive, in hours; converted to frames
-        per experiment with :meth:`ExperimentRegistry.tau_range_frames`. ``tau = 0`` is never used.
+        per experiment with :meth:`ExperimentRegistry.tau_range_frames`. ``tau = 0`` is never used, except
+        when an experiment's range is exactly ``(0, 0)`` frames: then every anchor is its own positive (the
+        same frame under independent augmentations, SimCLR-style; the time-agnostic ablation of DynaCLR).
     include_wells : list[str] or None
         Only these wells (``"A/1"``) if given.
     exclude_fovs : list[str] or None
@@ -307,7 +309,9 @@ class MultiExperimentIndex:
         key = desc * self._t_span + (t_target - self._t0)
         lo = np.searchsorted(self._sorted_keys, key, side="left")
         hi = np.searchsorted(self._sorted_keys, key, side="right")
-        cnt = np.where(pair_tau[exp_pair] == 0, 0, hi - lo)
+        # tau = 0 (the anchor itself) only counts for an explicit same-frame range (0, 0)
+        same_frame = ((tmin == 0) & (tmax == 0))[pair_anchor[exp_pair]]
+        cnt = np.where((pair_tau[exp_pair] == 0) & ~same_frame, 0, hi - lo)
         pair_count = np.bincount(exp_pair, weights=cnt, minlength=pair_anchor.size).astype(np.int64)
         return pair_anchor, pair_tau, pair_count, start, exp_pair, lo, cnt
 
@@ -326,8 +330,8 @@ class MultiExperimentIndex:
         """Draw a positive for each anchor: its own track or a descendant at ``t + tau``.
 
         ``tau`` is drawn with :func:`dynaclr.tau_sampling.tau_probabilities` (``tau = 0``
-        excluded); when nothing exists at that offset the first offset in ``tau_min..tau_max``
-        that has a candidate is used. Among the candidates one is picked uniformly.
+        excluded unless the range is ``(0, 0)``); when nothing exists at that offset the first offset in
+        ``tau_min..tau_max`` that has a candidate is used. Among the candidates one is picked uniformly.
 
         Parameters
         ----------
@@ -355,7 +359,7 @@ class MultiExperimentIndex:
         for code in np.unique(self._exp_code[rows]):
             sel = np.flatnonzero(self._exp_code[rows] == code)
             lo_t, hi_t = self.tau_frames[self._exp_names[code]]
-            probs = tau_probabilities(lo_t, hi_t, tau_decay_rate, exclude_zero=True)
+            probs = tau_probabilities(lo_t, hi_t, tau_decay_rate, exclude_zero=(lo_t, hi_t) != (0, 0))
             drawn[sel] = lo_t + rng.choice(probs.size, size=sel.size, p=probs) if probs.sum() > 0 else lo_t
         chosen = start + (drawn - tmin)
         missing = pair_count[chosen] == 0
