@@ -262,6 +262,11 @@ def run_demo(
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds must name at least one seed, each once; got {seeds!r}")
 
+    from viscy_utils.cpu_runtime import tune_cpu_runtime
+
+    # what `dynaclr fit` does first, here before the data writer loads torch: OpenMP threads that spin while
+    # waiting made training ~10x slower on a busy 2-core machine (the setting is read when torch loads)
+    tune_cpu_runtime()
     # the CLI is driven from Python on purpose; Lightning warns whenever sys.argv also holds arguments
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
     start, cpu_start, load_start = time.perf_counter(), _cpu_seconds(), os.getloadavg()
