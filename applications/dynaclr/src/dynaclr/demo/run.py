@@ -205,6 +205,33 @@ def _write_yaml(config: dict, path: Path) -> Path:
     return path
 
 
+def _source_version() -> dict:
+    """Return the package version and, in a git checkout, the commit (and whether tracked files differ)."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        info = {"dynaclr": version("dynaclr")}
+    except PackageNotFoundError:
+        info = {"dynaclr": None}
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return info
+    if commit.returncode == 0:
+        info["git_commit"] = commit.stdout.strip()
+        info["git_dirty"] = bool(status.stdout.strip())
+    return info
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -355,6 +382,7 @@ def run_demo(
         },
         "readouts": {key: description for key, (_, description) in READOUTS.items()},
         "methods": scores,
+        "source": _source_version(),
         "seconds": {"total": round(seconds, 1), **{k: round(v, 1) for k, v in timings.items()}},
         "machine": {
             "cpu_count": os.cpu_count(),
