@@ -6,12 +6,13 @@ Sampling, normalisations and augmentations come from
 ``applications/dynaclr/examples/configs/multi_experiment_fit.yml``; the geometry is scaled to a CPU:
 Z = 8, 192 x 192 reads centre-cropped to 160 x 160, batch 64 (anchor + positive), 2 loader threads.
 Run: ``uv run python benchmarks/bench_multi_experiment_datamodule.py``. Target: >= 60 samples/s.
-Like ``dynaclr fit``, the script tunes the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
+Like ``dynaclr fit --tune_cpu``, the script tunes the CPU runtime first
+(:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
 huge pages, freed buffers kept for reuse, no OpenMP spinning); ``THP_MEM_ALLOC_ENABLE=0``,
 ``MALLOC_TRIM_THRESHOLD_=131072`` or ``GOMP_SPINCOUNT=300000`` measure without one of them.
 """
 
-# before torch is imported, exactly as the dynaclr / viscy command line does
+# before torch is imported, as `dynaclr fit --tune_cpu` / `viscy fit --tune_cpu` do
 from viscy_utils.cpu_runtime import tune_cpu_runtime
 
 tune_cpu_runtime()

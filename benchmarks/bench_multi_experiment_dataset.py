@@ -11,7 +11,7 @@ the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`).
 
 from viscy_utils.cpu_runtime import tune_cpu_runtime
 
-tune_cpu_runtime()  # before torch is imported, as the command line does
+tune_cpu_runtime()  # before torch is imported, as `dynaclr fit --tune_cpu` does
 
 import tempfile
 import time
@@ -64,7 +64,7 @@ def main(batch: int = 64, repeats: int = 10) -> None:
             rows = index.anchor_track_rows[b]
             pos = index.sample_positives(rows, rng)
             reads.append(np.concatenate([rows, pos]))
-        stores = [ds._store(f) for f in range(N_FOV)]  # same handles and context as the dataset
+        stores = [ds.reader.array(f) for f in range(N_FOV)]  # same handles and context as the dataset
         fov, t = index.fov_codes, index.tracks["t"].to_numpy()
         y0 = np.clip(np.floor(index.tracks["y_clamp"].to_numpy()).astype(int) - 80, 0, 352)
         x0 = np.clip(np.floor(index.tracks["x_clamp"].to_numpy()).astype(int) - 80, 0, 352)

@@ -4,12 +4,13 @@ Run: ``uv run python benchmarks/bench_percentiles.py [--repeats 5] [--threads N]
 best wall time of ``numpy.partition`` over whole rows (the previous implementation), of the sample-then-select
 path, their ratio, and the whole ``BatchedScaleIntensityRangePercentilesd(lower=50, upper=99)`` transform.
 Data are synthetic: uniform noise and a quantised (12-bit camera-like) image with a large flat background.
-Like ``dynaclr fit``, the script tunes the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
+Like ``dynaclr fit --tune_cpu``, the script tunes the CPU runtime first
+(:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
 huge pages, freed buffers kept for reuse, no OpenMP spinning); ``THP_MEM_ALLOC_ENABLE=0``,
 ``MALLOC_TRIM_THRESHOLD_=131072`` or ``GOMP_SPINCOUNT=300000`` measure without one of them.
 """
 
-# before torch is imported, exactly as the dynaclr / viscy command line does
+# before torch is imported, as `dynaclr fit --tune_cpu` / `viscy fit --tune_cpu` do
 from viscy_utils.cpu_runtime import tune_cpu_runtime
 
 tune_cpu_runtime()

@@ -7,7 +7,8 @@ same geometry distribution with ``RandAffined`` and its namesakes sample by samp
 ``Dataset.__getitem__`` pipeline would. A second, harder chain shears along Z as well (every shear coefficient
 0.05), which forces both implementations into 3-D trilinear resampling.
 
-Like ``dynaclr fit``, the script tunes the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
+Like ``dynaclr fit --tune_cpu``, the script tunes the CPU runtime first
+(:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`:
 huge pages, freed buffers kept for reuse, no OpenMP spinning); ``THP_MEM_ALLOC_ENABLE=0``,
 ``MALLOC_TRIM_THRESHOLD_=131072`` or ``GOMP_SPINCOUNT=300000`` measure without one of them.
 Run: ``uv run python benchmarks/bench_transforms.py [--batch 32] [--repeats 5]``. Target: batched >= 3x faster.
@@ -15,7 +16,7 @@ Run: ``uv run python benchmarks/bench_transforms.py [--batch 32] [--repeats 5]``
 
 from viscy_utils.cpu_runtime import tune_cpu_runtime
 
-tune_cpu_runtime()  # before torch is imported, as the command line does
+tune_cpu_runtime()  # before torch is imported, as `dynaclr fit --tune_cpu` does
 
 import argparse
 import os

@@ -11,8 +11,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import tensorstore as ts
 
+from viscy_data.patch_reader import FovArray, open_array
 from viscy_data.synthetic import write_synthetic_plate
 from viscy_data.triplet import TripletDataModule
 
@@ -73,9 +73,7 @@ def main() -> None:
             for _ in range(3):
                 for fov, t, y, x in zip(rows["_fov"], rows["t"], rows["y"], rows["x"]):
                     if fov not in handles:
-                        path = Path(ds.positions[fov].zgroup.store.root) / ds.positions[fov]["0"].path
-                        spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}}
-                        handles[fov] = ts.open(spec).result()
+                        handles[fov] = open_array(FovArray.from_position(ds.positions[fov]).path)
                     y0, x0 = int(np.rint(y)) - 128, int(np.rint(x)) - 128
                     handles[fov][int(t), 0:2, 0:8, y0 : y0 + 256, x0 : x0 + 256].read().result()
         plain = BATCH * N_BATCHES / (time.perf_counter() - t0)

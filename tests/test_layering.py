@@ -37,15 +37,19 @@ SOURCE_ROOTS = {
 }
 
 
-def imported_top_levels(path: Path) -> list[tuple[int, str]]:
-    """Return ``(line, top-level module)`` for every absolute import in ``path``."""
+def imported_modules(path: Path) -> list[tuple[int, str, tuple[str, ...]]]:
+    """Return ``(line, module, imported names)`` for every absolute import in ``path``.
+
+    ``from a.b import c, d`` gives ``("a.b", ("c", "d"))``; ``import a.b`` and
+    ``importlib.import_module("a.b")`` with a literal name give ``("a.b", ())``.
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+            found.extend((node.lineno, alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module.split(".")[0]))
+            found.append((node.lineno, node.module, tuple(alias.name for alias in node.names)))
         elif (
             # importlib.import_module("pkg...") with a literal name counts too
             isinstance(node, ast.Call)
@@ -54,8 +58,13 @@ def imported_top_levels(path: Path) -> list[tuple[int, str]]:
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
         ):
-            found.append((node.lineno, node.args[0].value.split(".")[0]))
+            found.append((node.lineno, node.args[0].value, ()))
     return found
+
+
+def imported_top_levels(path: Path) -> list[tuple[int, str]]:
+    """Return ``(line, top-level module)`` for every absolute import in ``path``."""
+    return [(line, module.split(".")[0]) for line, module, _ in imported_modules(path)]
 
 
 def find_violations(package: str, source_root: Path, allowed: set[str]) -> list[str]:

@@ -164,3 +164,62 @@ def test_val_loader_shards_equal_lengths(experiments):
         per_rank.append([b for b in dm._sequential(dm.val_dataset)])
     assert len(per_rank[0]) == len(per_rank[1])
     assert set(np.concatenate([np.concatenate(r) for r in per_rank])) == set(range(n))
+
+
+def test_single_channel_experiments_train_with_the_default_dropout(tmp_path):
+    one = make_experiment(tmp_path, "one", ["Phase3D"], ["Phase3D"], WELLS, code=1)
+    two = make_experiment(tmp_path, "two", ["Phase3D"], ["Phase3D"], WELLS, code=2)
+    path = write_experiments_yaml(tmp_path / "single.yml", [one, two])
+    dm = _dm(path, val_experiments=["two"], channel_dropout_prob=1.0)
+    dm.setup("fit")
+    assert dm.channel_dropout_channels == [] and dm.channel_dropout.channels == []
+    dm.trainer = SimpleNamespace(training=True, global_rank=0, world_size=1, current_epoch=0)
+    out = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert out["anchor"].shape == (4, 1, 2, 32, 32) and torch.all(out["anchor"] != 0)
+    with pytest.raises(ValueError, match=r"channel_dropout_channels \[1\].*1 source channel"):
+        _dm(path, val_experiments=["two"], channel_dropout_channels=[1]).setup("fit")
+
+
+def test_arguments_that_do_not_fit_the_data_fail_before_training(experiments):
+    from viscy_transforms import NormalizeSampled
+
+    with pytest.raises(ValueError, match="final_yx_patch_size .* exceeds yx_patch_size"):
+        _dm(experiments, final_yx_patch_size=(64, 64))
+    with pytest.raises(ValueError, match=r"batch_size=10000.*set batch_size <="):
+        _dm(experiments, batch_size=10_000).setup("fit")
+    with pytest.raises(ValueError, match=r"normalizations\[0\] \(NormalizeSampled\) names key\(s\) \['Phase3D'\]"):
+        _dm(experiments, normalizations=[NormalizeSampled(keys=["Phase3D"], level="fov_statistics")]).setup("fit")
+    with pytest.raises(ValueError, match="widen tau_range"):
+        _dm(experiments, tau_range=(0.01, 0.1)).setup("fit")
+
+
+def _attach_model(dm, loss):
+    from dynaclr.engine import ContrastiveModule
+
+    model = ContrastiveModule(torch.nn.Identity(), loss_function=loss)
+    dm.trainer = SimpleNamespace(lightning_module=model, global_rank=0, world_size=1, current_epoch=0)
+
+
+def test_hcl_beta_checked_against_the_loss_and_negatives_for_margin_losses(experiments):
+    from dynaclr.loss import NTXentHCL
+
+    dm = _dm(experiments, hcl_beta=0.5)
+    _attach_model(dm, NTXentHCL(beta=0.5))
+    dm.setup("fit")  # same beta: silent
+    assert "negative" not in dm.train_dataset.__getitems__([0, 1])
+    dm = _dm(experiments, hcl_beta=0.5)
+    _attach_model(dm, NTXentHCL(beta=1.0))
+    with pytest.warns(UserWarning, match=r"hcl_beta=0.5 differs .*NTXentHCL\(beta=1.0\)"):
+        dm.setup("fit")
+    dm = _dm(experiments)
+    _attach_model(dm, torch.nn.TripletMarginLoss())
+    dm.setup("fit")
+    batch = dm.train_dataset.__getitems__([0, 1, 2])
+    assert batch["negative"].shape == batch["anchor"].shape and len(batch["negative_norm_meta"]) == 3
+    lineage = dm.train_dataset.index.lineage_codes
+    rows = dm.train_dataset._rows[[0, 1, 2]]
+    rng = np.random.default_rng(0)
+    negatives = dm.train_dataset._negatives(rows, rng)
+    assert np.all(lineage[negatives] != lineage[rows])
+    experiment = dm.train_dataset.index.experiment_codes
+    assert np.all(experiment[negatives] == experiment[rows])

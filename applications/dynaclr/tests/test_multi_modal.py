@@ -79,3 +79,18 @@ def test_fit_runs(joint, triplets, recording_logger):
         enable_model_summary=False,
     ).fit(module, triplets(8, 4, negative=False), triplets(8, 4, negative=False))
     assert {"loss/train_epoch", "loss/val", "metrics/cosine_similarity/negative_mean/val"} <= recording_logger.keys()
+
+
+def test_embedding_log_frequency_sets_the_umap_epochs(joint):
+    from unittest.mock import PropertyMock, patch
+
+    module = JointContrastiveModule(joint, log_embeddings=True, embedding_log_frequency=3)
+    drawn = []
+    with patch.object(JointContrastiveModule, "current_epoch", new_callable=PropertyMock) as epoch:
+        for e in range(7):
+            epoch.return_value = e
+            drawn.append(module._logs_embeddings())
+    assert [e for e, on in enumerate(drawn) if on] == [0, 3, 6]
+    assert not JointContrastiveModule(joint, log_embeddings=False)._logs_embeddings()
+    with pytest.raises(ValueError, match="embedding_log_frequency"):
+        JointContrastiveModule(joint, embedding_log_frequency=0)

@@ -1,6 +1,7 @@
 import math
 from unittest.mock import PropertyMock, patch
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -169,3 +170,21 @@ def test_default_beta_schedule():
         assert logger.log_beta_schedule(stub) == pytest.approx(expected)
     assert stub.logged["beta_schedule"] == 4.0
     assert logger.log_beta_schedule(stub, lambda e: e / 2) == pytest.approx(49.5)
+
+
+@pytest.mark.parametrize(("batches", "samples", "rows"), [(2, 1, 2), (1, 3, 2), (8, 2, 4), (0, 2, 0)])
+def test_reconstruction_grid_follows_the_logging_arguments(
+    vae_cls, recording_logger, monkeypatch, batches, samples, rows
+):
+    """log_batches_per_epoch x log_samples_per_batch pairs (capped by the data) make the grid's rows."""
+    import viscy_utils.log_images as log_images
+
+    drawn = []
+    monkeypatch.setattr(log_images, "render_images", lambda r, cmaps: drawn.append(len(r)) or np.zeros((2, 2, 3)))
+    data = [{"anchor": torch.randn(1, 2, 4, 4), "index": {"fov_name": "A/1/0", "id": i}} for i in range(4)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2)  # two batches of two
+    module = BetaVaeModule(vae_cls(), log_batches_per_epoch=batches, log_samples_per_batch=samples)
+    quiet = dict.fromkeys(("enable_checkpointing", "enable_progress_bar", "enable_model_summary"), False)
+    Trainer(accelerator="cpu", max_epochs=1, logger=recording_logger, limit_val_batches=0, **quiet).fit(module, loader)
+    assert drawn == ([rows] if rows else [])
+    assert recording_logger.experiment.tags("add_image") == (["train_reconstructions"] if rows else [])

@@ -215,3 +215,8 @@ def test_bad_inputs(synthetic_plate, tmp_path):
         pos.create_image("0", np.zeros((1, 1, 2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="not an HCS OME-Zarr plate"):
         _dm(synthetic_plate, data_path=tmp_path / "fov.zarr").setup("fit")
+
+
+def test_patch_larger_than_the_images_names_yx_patch_size(synthetic_plate):
+    with pytest.raises(ValueError, match=r"yx_patch_size \(256, 48\) is larger than FOV '.*' \(128, 128\)"):
+        _dm(synthetic_plate, yx_patch_size=(256, 48)).setup("fit")

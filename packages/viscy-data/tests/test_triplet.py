@@ -106,3 +106,15 @@ def test_thread_workers(synthetic_plate):
     batches = list(dm.train_dataloader())
     assert len(batches) == len(dm.train_dataset) // 4
     assert all(b["anchor"].shape == (4, 2, 2, 32, 32) for b in batches)
+
+
+def test_arguments_that_do_not_fit_the_plate_name_themselves(synthetic_plate):
+    with pytest.raises(ValueError, match=r"batch_size=10000: set batch_size <="):
+        _dm(synthetic_plate, batch_size=10_000).setup("fit")
+    _dm(synthetic_plate, batch_size=10_000).setup("validate")  # validation keeps incomplete batches
+    with pytest.raises(ValueError, match=r"initial_yx_patch_size \(256, 256\) is larger than FOV"):
+        _dm(synthetic_plate, initial_yx_patch_size=(256, 256), final_yx_patch_size=(24, 24)).setup("fit")
+    with pytest.raises(ValueError, match=r"augmentations\[0\] .* names key\(s\) \['RFP'\]"):
+        from monai.transforms import ScaleIntensityd
+
+        _dm(synthetic_plate, augmentations=[ScaleIntensityd(keys=["RFP"])])

@@ -164,8 +164,11 @@ def test_fcmae_errors():
         model(torch.randn(1, 1, 3, 64, 64))
     with pytest.raises(ValueError, match="mask_ratio"):
         model(torch.randn(1, 1, 5, 64, 64), mask_ratio=1.0)
-    with pytest.raises(ValueError, match="multiple of the stem's depth kernel 5"):
-        FullyConvolutionalMAE(1, 1, in_stack_depth=6)
+    with pytest.raises(ValueError, match="in_stack_depth=3 is smaller than the stem's depth kernel"):
+        FullyConvolutionalMAE(1, 1, in_stack_depth=3, **SMALL_FCMAE)
+    # Valid for the reference (the extra slice is ignored), so a warning, not an error.
+    with pytest.warns(UserWarning, match="the last 1 slices of every stack are ignored"):
+        FullyConvolutionalMAE(1, 1, in_stack_depth=6, **SMALL_FCMAE)
 
 
 # ------------------------------------------------------------------ Unet2d / Unet25d
@@ -212,7 +215,7 @@ def test_unet_shape_errors():
         Unet2d()(torch.randn(1, 1, 1, 24, 32))
     with pytest.raises(ValueError, match="single Z slice"):
         Unet2d()(torch.randn(1, 1, 3, 32, 32))
-    with pytest.raises(ValueError, match="num_filters must have num_blocks \\+ 1 = 5"):
+    with pytest.raises(ValueError, match="num_filters must be num_blocks \\+ 1 = 5"):
         Unet2d(num_filters=(8, 16))
     with pytest.raises(ValueError, match="in_stack_depth=5"):
         Unet25d()(torch.randn(1, 1, 4, 32, 32))

@@ -10,7 +10,7 @@ import yaml
 from iohub import open_ome_zarr
 
 from viscy_utils import cli
-from viscy_utils.cli import SUBCOMMAND_HELP, run_cli, static_help, subcommand_from_args
+from viscy_utils.cli import SUBCOMMAND_HELP, TOOL_SUBCOMMANDS, run_cli, static_help, subcommand_from_args
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -79,7 +79,9 @@ def test_static_help_matches_the_real_subcommands():
     from viscy_utils.cli import VisCyCLI
     from viscy_utils.trainer import VisCyTrainer
 
-    assert list(VisCyCLI.subcommands()) == list(SUBCOMMAND_HELP)
+    # the Lightning subcommands first, then the plain tools (import-tracks, import-images)
+    assert list(VisCyCLI.subcommands()) == [name for name in SUBCOMMAND_HELP if name not in TOOL_SUBCOMMANDS]
+    assert list(SUBCOMMAND_HELP)[-len(TOOL_SUBCOMMANDS) :] == list(TOOL_SUBCOMMANDS)
     for name in ("preprocess", "export", "precompute", "convert_to_anndata"):
         assert getattr(VisCyTrainer, name).__doc__.strip().splitlines()[0] == SUBCOMMAND_HELP[name]
     assert static_help(prog="dynaclr", description="D.").startswith("usage: dynaclr ")

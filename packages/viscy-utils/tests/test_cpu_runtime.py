@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 # Page faults of allocating and filling a 64 MiB tensor, with huge pages (or not).
 FAULTS = textwrap.dedent(
@@ -122,3 +123,44 @@ def test_cli_exposes_the_huge_page_switch():
     from viscy_utils import cli, cpu_runtime
 
     assert cli.enable_huge_page_buffers is cpu_runtime.enable_huge_page_buffers
+
+
+def test_cli_tunes_the_cpu_only_when_asked(monkeypatch):
+    from viscy_utils import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "tune_cpu_runtime", lambda: calls.append(True))
+    monkeypatch.delenv(cli.TUNE_CPU_ENV, raising=False)
+    assert cli.split_tune_cpu(["fit", "-c", "a.yml"]) == (False, ["fit", "-c", "a.yml"])
+    assert cli.split_tune_cpu(["fit", "--tune_cpu", "-c", "a.yml"]) == (True, ["fit", "-c", "a.yml"])
+    assert cli.split_tune_cpu(["--tune-cpu", "predict"]) == (True, ["predict"])
+    monkeypatch.setenv(cli.TUNE_CPU_ENV, "1")
+    assert cli.split_tune_cpu(["fit"]) == (True, ["fit"])
+    monkeypatch.setenv(cli.TUNE_CPU_ENV, "0")
+    assert cli.split_tune_cpu(["fit"]) == (False, ["fit"])
+    cli._setup_environment()
+    assert calls == []
+    cli._setup_environment(tune_cpu=True)
+    assert calls == [True]
+    torch.set_float32_matmul_precision("highest")  # _setup_environment sets "high" for the CLI
+
+
+def test_importing_and_starting_the_command_lines_sets_nothing():
+    """No tuning variable appears on import, on ``--help``, or on a subcommand run without the switch."""
+    script = textwrap.dedent(
+        """
+        import os, sys
+        import viscy_utils.cli, dynaclr.cli, viscy_data, viscy_transforms
+        from viscy_utils.cli import run_cli
+        run_cli(["--help"])
+        import viscy_utils.cli as cli
+        cli._setup_environment(*cli.split_tune_cpu(["fit"])[:1])
+        print("SET:" + ",".join(k for k in sys.argv[1:] if k in os.environ))
+        """
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in _TUNING_VARS and k != "VISCY_TUNE_CPU"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, *_TUNING_VARS], capture_output=True, text=True, check=True, env=environ
+    )
+    assert out.stdout.strip().splitlines()[-1] == "SET:"
+    assert "--tune_cpu" in out.stdout  # documented in the top-level help

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_accuracy, binary_f1_score
 
-from dynaclr.engine import _tensorboard_experiments
+from dynaclr.image_logging import image_experiments
 
 __all__ = ["ClassificationModule", "ClassificationPredictionWriter"]
 
@@ -95,7 +95,7 @@ class ClassificationModule(LightningModule):
             on_epoch=True,
             sync_dist=True,
         )
-        if batch_idx < 4 and _tensorboard_experiments(self):
+        if batch_idx < 4 and image_experiments(self):
             self._example_images[stage].append(x[0, 0, x.shape[2] // 2].detach().float().cpu().numpy())
         return loss
 
@@ -117,7 +117,7 @@ class ClassificationModule(LightningModule):
         if not images:
             return
         grid = np.concatenate([(im - im.min()) / max(float(np.ptp(im)), 1e-12) for im in images], axis=1)
-        for experiment in _tensorboard_experiments(self):
+        for experiment in image_experiments(self):
             experiment.add_image(f"{stage}/examples", grid[None], self.current_epoch, dataformats="CHW")
 
     def on_train_epoch_end(self) -> None:

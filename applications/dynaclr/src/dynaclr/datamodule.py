@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from monai.data import ThreadDataLoader
-from monai.transforms import Compose, MapTransform
-from torch import Tensor
+from monai.transforms import MapTransform
 from torch.utils.data import BatchSampler, DistributedSampler, SequentialSampler
 
 from dynaclr.dataset import MultiExperimentTripletDataset
 from dynaclr.experiment import ExperimentRegistry
 from dynaclr.index import MultiExperimentIndex
-from viscy_data._utils import thread_worker_loader
 from viscy_data.channel_dropout import ChannelDropout
+from viscy_data.device_transforms import DeviceTransformMixin, DeviceTransforms
+from viscy_data.loading import thread_worker_loader
 from viscy_data.sampler import FlexibleBatchSampler
 
 __all__ = ["MultiExperimentDataModule"]
@@ -27,31 +28,6 @@ _logger = logging.getLogger(__name__)
 
 def _identity(batch: Any) -> Any:
     return batch
-
-
-def _collate_common(metas: Sequence[Any]) -> Any:
-    """Stack per-sample statistics into ``(B,)`` tensors, keeping only keys every sample has.
-
-    Experiments mixed in one batch may carry different levels (e.g. only some have
-    ``timepoint_statistics``); a level missing from one sample cannot be used for the batch.
-    """
-    first = metas[0]
-    if isinstance(first, dict):
-        keys = [k for k in first if all(isinstance(m, dict) and k in m for m in metas)]
-        return {k: _collate_common([m[k] for m in metas]) for k in keys}
-    return torch.stack([torch.as_tensor(m) for m in metas])
-
-
-def _collate_norm_meta(metas: Sequence[dict | None]) -> dict | None:
-    missing = sum(m is None for m in metas)
-    if missing == len(metas):
-        return None
-    if missing:
-        raise ValueError(
-            f"{missing} of {len(metas)} samples in the batch have no normalisation metadata; "
-            "compute it for every FOV of every experiment (viscy preprocess)"
-        )
-    return _collate_common(metas)
 
 
 class _EpochFollowingBatchSampler(FlexibleBatchSampler):
@@ -73,7 +49,7 @@ class _EpochFollowingBatchSampler(FlexibleBatchSampler):
         return super().__iter__()
 
 
-class MultiExperimentDataModule(LightningDataModule):
+class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
     """Anchors/positives from several experiments with composable batch sampling.
 
     Parameters
@@ -100,14 +76,18 @@ class MultiExperimentDataModule(LightningDataModule):
 temporal_global_fraction, experiment_weights, condition_ratio
         Sampling axes, see :class:`viscy_data.sampler.FlexibleBatchSampler`.
     channel_dropout_channels : list[int] or None
-        Input positions that channel dropout may blank (None: ``[1]``).
+        Input positions that channel dropout may blank. None: ``[1]`` (the second, fluorescence
+        channel) when the experiments have two or more source channels, none with a single channel.
+        Positions beyond the source channels fail at ``setup``.
     channel_dropout_prob : float
         Probability of channel dropout, applied to training batches only.
     normalizations, augmentations : list[MapTransform] or None
         Batched dictionary transforms on generic channel keys ``ch_0 ... ch_<n-1>``; training uses
         normalizations + augmentations, validation and prediction only normalizations.
     hcl_beta : float
-        Informational (the loss is configured on the model).
+        The hard-negative concentration the configuration expects. The loss owns the value
+        (``NTXentHCL(beta=...)`` on the model); at ``setup`` a model whose loss has a different
+        ``beta`` gets a warning naming both, so the two settings cannot silently disagree.
     cache_pool_bytes : int
         Tensorstore chunk cache size.
     seed : int
@@ -125,6 +105,15 @@ temporal_global_fraction, experiment_weights, condition_ratio
     -----
     Use ``use_distributed_sampler: false`` in the trainer: ranks and world size are read from the
     trainer and every rank gets the same number of disjoint batches.
+
+    When the model's loss takes explicit negatives (``model.uses_ntxent`` is False, e.g.
+    ``TripletMarginLoss``), training and validation batches carry a ``negative`` too (see
+    :class:`~dynaclr.dataset.MultiExperimentTripletDataset`).
+
+    Arguments that do not fit the data fail at ``setup``, before training, with a message naming the
+    argument: ``final_yx_patch_size`` larger than ``yx_patch_size``, ``channel_dropout_channels``
+    beyond the source channels, transforms keyed on missing channels, fewer valid anchors than
+    ``batch_size``, or a ``tau_range`` that leaves no anchor with a positive.
     """
 
     def __init__(
@@ -182,6 +171,13 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.temporal_global_fraction = temporal_global_fraction
         self.experiment_weights = experiment_weights
         self.condition_ratio = condition_ratio
+        if any(f > p for f, p in zip(final_yx_patch_size, yx_patch_size)):
+            raise ValueError(
+                f"final_yx_patch_size {tuple(final_yx_patch_size)} exceeds yx_patch_size {tuple(yx_patch_size)}; "
+                "the final patch is a centre crop of the read patch"
+            )
+        # None adapts to the number of source channels at setup (see _resolve_channel_dropout)
+        self._default_dropout_channels = channel_dropout_channels is None
         self.channel_dropout_channels = [1] if channel_dropout_channels is None else list(channel_dropout_channels)
         self.channel_dropout_prob = channel_dropout_prob
         self.normalizations = list(normalizations or [])
@@ -197,8 +193,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.train_dataset: MultiExperimentTripletDataset | None = None
         self.val_dataset: MultiExperimentTripletDataset | None = None
         self.predict_dataset: MultiExperimentTripletDataset | None = None
-        self._train_transform: Compose | None = None
-        self._val_transform: Compose | None = None
+        self.device_transforms: DeviceTransforms | None = None
 
     # ------------------------------------------------------------------ setup
     def _subset(self, registry: ExperimentRegistry, names: Sequence[str]) -> ExperimentRegistry:
@@ -206,6 +201,54 @@ temporal_global_fraction, experiment_weights, condition_ratio
             [e for e in registry.experiments if e.name in set(names)],
             zero_fill_missing_channels=registry.zero_fill_missing_channels,
         )
+
+    def _model(self) -> Any:
+        trainer = self.trainer
+        return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
+    def _needs_negatives(self) -> bool:
+        """Whether the attached model's loss takes explicit negatives (not NT-Xent)."""
+        return getattr(self._model(), "uses_ntxent", True) is False
+
+    def _check_hcl_beta(self) -> None:
+        loss = getattr(self._model(), "loss_function", None)
+        beta = getattr(loss, "beta", None)
+        if isinstance(beta, (int, float)) and not math.isclose(float(beta), float(self.hcl_beta)):
+            warnings.warn(
+                f"data.hcl_beta={self.hcl_beta} differs from the model's loss {type(loss).__name__}(beta={beta}); "
+                "the loss's beta is used. Set the same value in both places (model.loss_function beta).",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _resolve_channel_dropout(self, n_channels: int) -> None:
+        """Fit the channel dropout to ``n_channels`` source channels, or fail naming the argument."""
+        if self._default_dropout_channels:
+            channels = [1] if n_channels >= 2 else []
+        else:
+            channels = list(self.channel_dropout_channels)
+            bad = [c for c in channels if not 0 <= c < n_channels]
+            if bad:
+                raise ValueError(
+                    f"channel_dropout_channels {channels} names position(s) {bad}, but the experiments have "
+                    f"{n_channels} source channel(s) (positions 0..{n_channels - 1}); set channel_dropout_channels"
+                )
+        self.channel_dropout_channels = channels
+        self.channel_dropout.channels = list(channels)
+
+    def _check_fit_dataset(self, dataset: MultiExperimentTripletDataset, split: str) -> None:
+        index = dataset.index
+        if len(dataset) == 0 and len(index.tracks):
+            frames = {e.name: index.tau_frames[e.name] for e in index.registry.experiments}
+            raise ValueError(
+                f"no {split} observation has a positive within tau_range={self.tau_range} hours "
+                f"(frame offsets per experiment {frames}; 0 is never used): widen tau_range"
+            )
+        if split == "train" and len(dataset) < self.batch_size:
+            raise ValueError(
+                f"the training experiments have {len(dataset)} valid anchors, fewer than batch_size="
+                f"{self.batch_size}: no full batch can be drawn; set batch_size <= {len(dataset)}"
+            )
 
     def _dataset(self, registry: ExperimentRegistry, fit: bool) -> MultiExperimentTripletDataset:
         index = MultiExperimentIndex(
@@ -222,15 +265,18 @@ temporal_global_fraction, experiment_weights, condition_ratio
             fit=fit,
             tau_range_hours=self.tau_range if fit else None,
             tau_decay_rate=self.tau_decay_rate,
+            return_negative=fit and self._needs_negatives(),
             cache_pool_bytes=self.cache_pool_bytes,
             seed=self.seed,
         )
 
     def _build_transforms(self, n_channels: int) -> None:
-        keys = [f"ch_{i}" for i in range(n_channels)]
-        self._channel_keys = keys
-        self._train_transform = Compose([*self.normalizations, *self.augmentations])
-        self._val_transform = Compose(list(self.normalizations))
+        self.device_transforms = DeviceTransforms(
+            [f"ch_{i}" for i in range(n_channels)],
+            self.normalizations,
+            self.augmentations,
+            final_size=(-1, *self.final_yx_patch_size),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Build registries, indices and datasets for ``fit`` (train/val split) or ``predict``."""
@@ -252,10 +298,15 @@ temporal_global_fraction, experiment_weights, condition_ratio
         train_names = [n for n in names if n not in self.val_experiments]
         if not train_names:
             raise ValueError(f"No training experiments remaining after splitting off val_experiments {unknown}")
+        self._resolve_channel_dropout(registry.num_source_channels)
+        self._check_hcl_beta()
         self.train_dataset = self._dataset(self._subset(registry, train_names), fit=True)
         self.train_dataset.rank = self._rank_world()[0]
+        if stage in (None, "fit"):
+            self._check_fit_dataset(self.train_dataset, "train")
         if self.val_experiments:
             self.val_dataset = self._dataset(self._subset(registry, self.val_experiments), fit=True)
+            self._check_fit_dataset(self.val_dataset, "validation")
         else:
             _logger.warning("No val_experiments: validation is disabled")
         _logger.info(
@@ -322,46 +373,19 @@ temporal_global_fraction, experiment_weights, condition_ratio
         """Every observation of the predicted experiments, in order, with ``index`` metadata."""
         return self._loader(self.predict_dataset, self._sequential(self.predict_dataset))
 
-    # ------------------------------------------------------------------ GPU pipeline
-    def _crop(self, x: Tensor) -> Tensor:
-        fy, fx = self.final_yx_patch_size
-        y, xx = x.shape[-2:]
-        if fy > y or fx > xx:
-            raise ValueError(f"final_yx_patch_size {self.final_yx_patch_size} exceeds the patch size {(y, xx)}")
-        y0, x0 = (y - fy) // 2, (xx - fx) // 2
-        return x[..., y0 : y0 + fy, x0 : x0 + fx]
-
-    def _apply(self, transform: Compose, images: Tensor, norm_meta: list | None) -> Tensor:
-        sample: dict[str, Any] = {k: images[:, i : i + 1] for i, k in enumerate(self._channel_keys)}
-        collated = _collate_norm_meta(norm_meta) if norm_meta is not None else None
-        if collated is not None:
-            sample["norm_meta"] = collated
-        out = transform(sample)
-        # crop the channels before concatenating them: the copy is of the final patches only
-        return torch.cat([self._crop(out[k]) for k in self._channel_keys], dim=1)
+    # ------------------------------------------------------------------ device transforms
+    #: without a trainer batches are treated as validation batches (no augmentation, no dropout)
+    stage_without_trainer = "validate"
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Normalise, augment (training only), centre-crop and channel-drop (training only)."""
-        if isinstance(batch, Tensor):
-            return batch
-        if self._train_transform is None:
-            first = batch.get("anchor")
-            self._build_transforms(first.shape[1])
-        trainer = self.trainer
-        training = trainer is not None and trainer.training and not trainer.sanity_checking
-        transform = self._train_transform if training else self._val_transform
-        for key in ("anchor", "positive", "negative"):
-            if key not in batch:
-                continue
-            images = batch[key]
-            norm_meta = batch.pop(f"{key}_norm_meta", None)
-            if norm_meta is not None and all(m is None for m in norm_meta):
-                norm_meta = None
-            if len(transform.transforms):
-                batch[key] = self._apply(transform, images, norm_meta)
-            else:
-                batch[key] = self._crop(images)
-        if training:
+        """Normalise, augment (training only), centre-crop, then channel-drop (training only)."""
+        if self.device_transforms is None and isinstance(batch, dict) and "anchor" in batch:
+            self._build_transforms(batch["anchor"].shape[1])  # transferred before setup()
+        return super().on_after_batch_transfer(batch, dataloader_idx)
+
+    def after_device_transforms(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+        """Channel dropout on ``anchor`` and ``positive`` of training batches."""
+        if stage == "train":
             self.channel_dropout.train()
             for key in ("anchor", "positive"):
                 if key in batch:

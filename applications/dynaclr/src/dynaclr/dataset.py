@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +10,16 @@ import torch
 from torch.utils.data import Dataset
 
 from dynaclr.index import MultiExperimentIndex
-from viscy_data._typing import INDEX_COLUMNS
+from viscy_data import INDEX_COLUMNS
 from viscy_data.norm_meta import read_norm_meta, select_timepoint
+from viscy_data.patch_reader import FovArray, PatchReader, require_tensorstore
 
 __all__ = ["MultiExperimentTripletDataset"]
 
 #: statistics given to a zero-filled channel so normalisation leaves its zeros alone
 _IDENTITY_STATS = {"mean": 0.0, "std": 1.0, "median": 0.0, "iqr": 1.0}
-
-
-def _import_tensorstore():
-    try:
-        import tensorstore
-    except ImportError as err:
-        raise ImportError(
-            'tensorstore is required for MultiExperimentTripletDataset: pip install "viscy-data[triplet]"'
-        ) from err
-    return tensorstore
+#: rejection rounds when drawing negatives of another lineage before falling back to a full search
+_NEGATIVE_DRAWS = 16
 
 
 class MultiExperimentTripletDataset(Dataset):
@@ -46,20 +37,24 @@ class MultiExperimentTripletDataset(Dataset):
     tau_decay_rate : float
         Decay of the temporal-offset distribution (see :func:`~dynaclr.tau_sampling.sample_tau`).
     return_negative : bool
-        Reserved; in-batch negatives are used.
+        Fit mode: also return ``negative`` (and ``negative_norm_meta``), one observation per anchor
+        from another lineage of the same experiment, for losses that take explicit negatives
+        (``TripletMarginLoss``). NT-Xent losses use in-batch negatives and need none.
     cache_pool_bytes : int
-        Size of the tensorstore chunk cache shared by all stores.
+        Size of the tensorstore chunk cache shared by all stores (see
+        :class:`~viscy_data.patch_reader.PatchReader`).
     seed : int
         Positives of a batch are drawn from ``(seed, epoch, rank, indices)``: reproducible, and
         different for different batches, epochs and ranks.
 
     Notes
     -----
-    Stores are opened lazily, one per (experiment, FOV): experiments with equal FOV names never
-    share pixels. Normalisation metadata is read once per FOV and re-keyed from zarr channel names
-    to the generic ``ch_<i>`` keys of the model-input positions; ``timepoint_statistics`` are
-    resolved to the sample's frame. Patches are ``float32`` of exactly ``yx_patch_size`` (zero
-    padded where the image is smaller).
+    Patches are read by a :class:`~viscy_data.patch_reader.PatchReader`: one array per (experiment,
+    FOV), so experiments with equal FOV names never share pixels; channels resolved once per FOV and
+    zero-filled where an experiment lacks one. Normalisation metadata is read once per FOV and
+    re-keyed from zarr channel names to the generic ``ch_<i>`` keys of the model-input positions;
+    ``timepoint_statistics`` are resolved to the sample's frame. Patches are ``float32`` of exactly
+    ``yx_patch_size``, shifted inside the image (zero padded where the image is smaller).
     """
 
     def __init__(
@@ -72,17 +67,17 @@ class MultiExperimentTripletDataset(Dataset):
         cache_pool_bytes: int = 0,
         seed: int = 0,
     ) -> None:
+        require_tensorstore("MultiExperimentTripletDataset")
         if fit and tau_range_hours is not None and tuple(map(float, tau_range_hours)) != index.tau_range_hours:
             raise ValueError(
                 f"tau_range_hours={tuple(tau_range_hours)} differs from the index's {index.tau_range_hours}; "
                 "build the index with the range the dataset should use"
             )
-        self._ts = _import_tensorstore()
         self.index = index
         self.fit = fit
         self.tau_range_hours = index.tau_range_hours
         self.tau_decay_rate = float(tau_decay_rate)
-        self.return_negative = return_negative
+        self.return_negative = bool(return_negative)
         self.cache_pool_bytes = int(cache_pool_bytes)
         self.seed = int(seed)
         self.epoch = 0
@@ -96,18 +91,24 @@ class MultiExperimentTripletDataset(Dataset):
         self._y0 = np.floor(tracks["y_clamp"].to_numpy()).astype(np.int64) - ph // 2
         self._x0 = np.floor(tracks["x_clamp"].to_numpy()).astype(np.int64) - pw // 2
         self._fov = index.fov_codes
-        fov_keys = index.fov_keys
+        self._fov_hw = index.fov_shapes  # (height, width) per FOV, to keep patches inside the image
         exps = {e.name: e for e in registry.experiments}
+        fov_keys = index.fov_keys
         self._fov_channels = [registry.channel_maps[e] for e, _ in fov_keys]
-        # per FOV: the batch channel positions a read fills and the zarr channels it reads for them
-        self._fov_reads = [(sorted(cmap), [cmap[i] for i in sorted(cmap)]) for cmap in self._fov_channels]
-        self._fov_paths = [str(Path(exps[e].data_path) / fov / "0") for e, fov in fov_keys]
         self._fov_channel_names = [exps[e].channel_names for e, _ in fov_keys]
         self._fov_labels = [f"{e}:{fov}" for e, fov in fov_keys]
-        self._stores: dict[int, Any] = {}
+        arrays = [
+            FovArray(str(Path(exps[e].data_path) / fov / "0"), tuple(exps[e].channel_names), label)
+            for (e, fov), label in zip(fov_keys, self._fov_labels)
+        ]
+        # model-input position i of a FOV reads its experiment's source_channel[i] (None: zero-filled)
+        channels = [
+            [exps[e].source_channel[i] if i in cmap else None for i in range(self._n_channels)]
+            for (e, _), cmap in zip(fov_keys, self._fov_channels)
+        ]
+        self.reader = PatchReader(arrays, channels, index.yx_patch_size, index.z_range, cache_pool_bytes)
         self._norm: dict[int, dict | None] = {}
-        self._lock = threading.Lock()
-        self._context = None
+        self._negative_pools: tuple[list[np.ndarray], np.ndarray] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Use a new stream of positives for this epoch."""
@@ -116,35 +117,7 @@ class MultiExperimentTripletDataset(Dataset):
     def __len__(self) -> int:
         return int(self._rows.size)
 
-    # ------------------------------------------------------------------ stores and metadata
-    def _get_context(self):
-        if self._context is None:
-            cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 4
-            self._context = self._ts.Context(
-                {
-                    "data_copy_concurrency": {"limit": int(cpus)},
-                    "cache_pool": {"total_bytes_limit": self.cache_pool_bytes},
-                }
-            )
-        return self._context
-
-    def _store(self, fov: int):
-        store = self._stores.get(fov)
-        if store is None:
-            with self._lock:
-                store = self._stores.get(fov)
-                if store is None:
-                    path = self._fov_paths[fov]
-                    driver = "zarr3" if (Path(path) / "zarr.json").exists() else "zarr"
-                    spec = {
-                        "driver": driver,
-                        "kvstore": {"driver": "file", "path": path},
-                        "recheck_cached_data": "open",
-                    }
-                    store = self._ts.open(spec, read=True, context=self._get_context()).result()
-                    self._stores[fov] = store
-        return store
-
+    # ------------------------------------------------------------------ metadata
     def _norm_meta(self, fov: int) -> dict | None:
         if fov not in self._norm:
             raw = read_norm_meta(self.index.positions[fov].zattrs)
@@ -179,34 +152,37 @@ class MultiExperimentTripletDataset(Dataset):
 
     # ------------------------------------------------------------------ reading
     def _read_patches(self, rows: np.ndarray) -> torch.Tensor:
-        """Read (len(rows), C, Z, Y, X) float32 patches; all reads are issued before any wait.
-
-        Tensorstore copies each patch straight from the (decoded or cached) chunks into the batch tensor: no
-        intermediate array per patch, and only the parts no read covers (image edges, absent channels) are zeroed.
-        """
-        z = self.index.z_range
+        """Read (len(rows), C, Z, Y, X) float32 patches, kept inside the image where it is large enough."""
+        height, width = self._fov_hw[self._fov[rows]].T
         ph, pw = self.index.yx_patch_size
-        n_z = len(range(*z.indices(1 << 30)))
-        out = torch.empty((rows.size, self._n_channels, n_z, ph, pw), dtype=torch.float32)
-        dest = self._ts.array(out.numpy(), copy=False, write=True)
-        pending = []
-        for k, (row, fov) in enumerate(zip(rows.tolist(), self._fov[rows].tolist())):
-            store = self._store(fov)
-            height, width = store.shape[-2], store.shape[-1]
-            y0 = min(max(int(self._y0[row]), 0), max(height - ph, 0))
-            x0 = min(max(int(self._x0[row]), 0), max(width - pw, 0))
-            y1, x1 = min(y0 + ph, height), min(x0 + pw, width)
-            positions, zarr_channels = self._fov_reads[fov]
-            if len(positions) < self._n_channels or y1 - y0 < ph or x1 - x0 < pw:
-                out[k] = 0.0  # zero-filled channel or image smaller than the patch
-            if not positions:
-                continue
-            source = store[int(self._t[row]), zarr_channels, z, y0:y1, x0:x1]
-            target = dest[k, positions, :, : y1 - y0, : x1 - x0]
-            pending.append(target.write(source))
-        for future in pending:
-            future.result()
-        return out
+        y0 = np.minimum(np.maximum(self._y0[rows], 0), np.maximum(height - ph, 0))
+        x0 = np.minimum(np.maximum(self._x0[rows], 0), np.maximum(width - pw, 0))
+        return self.reader.read(self._fov[rows], self._t[rows], y0, x0)
+
+    def _negatives(self, anchor_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One observation per anchor from another lineage of the same experiment (rows of ``tracks``)."""
+        if self._negative_pools is None:  # built once: per-experiment rows and lineage codes
+            self._negative_pools = (self.index.experiment_rows, self.index.lineage_codes)
+        groups, lineage = self._negative_pools
+        experiment = self.index.experiment_codes[anchor_rows]
+        picks = np.empty(anchor_rows.size, dtype=np.int64)
+        for code in np.unique(experiment):
+            sel = np.flatnonzero(experiment == code)
+            pool = groups[code]
+            drawn = pool[rng.integers(0, pool.size, sel.size)]
+            for _ in range(_NEGATIVE_DRAWS):  # rejection sampling, vectorised over the batch
+                same = lineage[drawn] == lineage[anchor_rows[sel]]
+                if not same.any():
+                    break
+                drawn[same] = pool[rng.integers(0, pool.size, int(same.sum()))]
+            for k in np.flatnonzero(lineage[drawn] == lineage[anchor_rows[sel]]):
+                others = pool[lineage[pool] != lineage[anchor_rows[sel[k]]]]
+                if others.size == 0:
+                    name = self.index.experiment_names[code]
+                    raise ValueError(f"experiment '{name}' has a single lineage: return_negative needs two or more")
+                drawn[k] = others[rng.integers(0, others.size)]
+            picks[sel] = drawn
+        return picks
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
         """Read a batch: anchors (and positives in fit mode) as (B, C, Z, Y, X) tensors.
@@ -220,7 +196,8 @@ class MultiExperimentTripletDataset(Dataset):
         -------
         dict
             ``anchor``, ``anchor_norm_meta`` (list of per-sample dicts or None), and
-            ``positive``/``positive_norm_meta`` (fit) or ``index`` (list of dicts, prediction).
+            ``positive``/``positive_norm_meta`` (fit; ``negative``/``negative_norm_meta`` too with
+            ``return_negative``) or ``index`` (list of dicts, prediction).
         """
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -230,14 +207,16 @@ class MultiExperimentTripletDataset(Dataset):
             entropy = [self.seed, self.epoch, self.rank, *idx.tolist()]
             rng = np.random.default_rng(np.random.SeedSequence(entropy))
             positive_rows = self.index.sample_positives(anchor_rows, rng, self.tau_decay_rate)
-            patches = self._read_patches(np.concatenate([anchor_rows, positive_rows]))
+            reads = {"anchor": anchor_rows, "positive": positive_rows}
+            if self.return_negative:
+                reads["negative"] = self._negatives(anchor_rows, rng)
+            patches = self._read_patches(np.concatenate(list(reads.values())))  # one batched read
             n = idx.size
-            return {
-                "anchor": patches[:n],
-                "anchor_norm_meta": self._sample_norm_meta(anchor_rows),
-                "positive": patches[n:],
-                "positive_norm_meta": self._sample_norm_meta(positive_rows),
-            }
+            batch: dict[str, Any] = {}
+            for k, (key, rows) in enumerate(reads.items()):
+                batch[key] = patches[k * n : (k + 1) * n]
+                batch[f"{key}_norm_meta"] = self._sample_norm_meta(rows)
+            return batch
         columns = [c for c in INDEX_COLUMNS if c in self.index.tracks.columns]
         records = self.index.tracks.iloc[anchor_rows][columns].astype(object).to_dict("records")
         return {

@@ -69,7 +69,7 @@ class JointContrastiveModule(ContrastiveModule):
     log_embeddings : bool
         Log a UMAP of validation source features.
     embedding_log_frequency : int
-        Kept for configuration compatibility; not used.
+        With ``log_embeddings``, draw the UMAP every this many epochs (epochs 0, n, 2n, ...).
     example_input_array_shape : Sequence[int]
         Shape of each of the two identical example inputs (one channel per modality).
     prediction_arm : {"source", "target"}
@@ -105,6 +105,8 @@ class JointContrastiveModule(ContrastiveModule):
             log_embeddings=log_embeddings,
             example_input_array_shape=example_input_array_shape,
         )
+        if embedding_log_frequency < 1:
+            raise ValueError(f"embedding_log_frequency must be >= 1, got {embedding_log_frequency}.")
         self.embedding_log_frequency = embedding_log_frequency
         self.prediction_arm = prediction_arm
         example = torch.rand(*self.example_input_array_shape)
@@ -126,9 +128,13 @@ class JointContrastiveModule(ContrastiveModule):
         )
         self._log_step(loss, anchor_src_proj, anchor_tgt_proj, None, stage)
         self._collect_samples([anchor_img, positive_img], batch_idx, stage)
-        if stage == "val" and self.log_embeddings:
+        if stage == "val" and self._logs_embeddings():
             self._val_features.append(anchor_src_feat.detach().cpu())
         return loss
+
+    def _logs_embeddings(self) -> bool:
+        """UMAP of the validation features only every ``embedding_log_frequency`` epochs."""
+        return super()._logs_embeddings() and self.current_epoch % self.embedding_log_frequency == 0
 
     def on_predict_start(self) -> None:
         """Select the prediction encoder and its channel."""

@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "SlidingWindowDataset": "hcs",
     "CachedOmeZarrDataModule": "gpu_aug",
     "CachedOmeZarrDataset": "gpu_aug",
-    "GPUTransformDataModule": "gpu_aug",
+    "GPUTransformDataModule": "gpu_transform",
     "TripletDataModule": "triplet",
     "TripletDataset": "triplet",
     "ClassificationDataModule": "cell_classification",

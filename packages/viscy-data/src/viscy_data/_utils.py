@@ -1,17 +1,25 @@
-"""Helpers shared by the datasets and data modules (private, but used by downstream packages)."""
+"""Small helpers of the datasets and data modules.
+
+Names once used by downstream code stay importable from here (``BatchedCenterSpatialCropd``,
+``_scatter_channels``, ``_gather_channels``, ``_transform_channel_wise``, ``_read_norm_meta``,
+``thread_worker_loader``); new code imports the public modules: :mod:`viscy_data.device_transforms`,
+:mod:`viscy_data.norm_meta`, ``viscy_data.thread_worker_loader``.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from monai.data.utils import collate_meta_tensor
-from monai.transforms import MapTransform
-from torch import Tensor
 
-from viscy_data.norm_meta import read_norm_meta
+from viscy_data.device_transforms import BatchedCenterSpatialCropd
+from viscy_data.device_transforms import gather_channels as _gather_channels
+from viscy_data.device_transforms import scatter_channels as _scatter_channels
+from viscy_data.device_transforms import transform_channel_wise as _transform_channel_wise
+from viscy_data.norm_meta import collate_norm_meta, read_norm_meta
 
 __all__ = [
     "BatchedCenterSpatialCropd",
@@ -22,51 +30,8 @@ __all__ = [
     "_scatter_channels",
     "_search_int_in_str",
     "_transform_channel_wise",
+    "thread_worker_loader",
 ]
-
-
-def _center_crop_slices(spatial_shape: Sequence[int], roi_size: Sequence[int]) -> tuple[slice, ...]:
-    """Slices of a centre crop, with MONAI ``CenterSpatialCrop`` semantics.
-
-    Non-positive ROI entries keep the whole axis; the window starts at ``size // 2 - roi // 2``
-    (clipped at 0), so odd/even rounding matches MONAI exactly.
-    """
-    if len(roi_size) != len(spatial_shape):
-        raise ValueError(f"roi_size {tuple(roi_size)} has {len(roi_size)} axes, the data has {len(spatial_shape)}")
-    slices = []
-    for size, roi in zip(spatial_shape, roi_size):
-        roi = size if roi is None or roi <= 0 else int(roi)
-        start = max(size // 2 - roi // 2, 0)
-        slices.append(slice(start, min(start + roi, size)))
-    return tuple(slices)
-
-
-class BatchedCenterSpatialCropd(MapTransform):
-    """Centre-crop the spatial axes of batched ``(B, C, *spatial)`` tensors.
-
-    Parameters
-    ----------
-    keys : str or sequence of str
-        Keys of the tensors to crop.
-    roi_size : int or sequence of int
-        Output spatial size; an int applies to every spatial axis, non-positive entries keep the axis.
-    allow_missing_keys : bool, default False
-        Do not raise if a key is absent.
-    """
-
-    def __init__(self, keys: str | Sequence[str], roi_size: int | Sequence[int], allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.roi_size = roi_size
-
-    def __call__(self, data: dict[Hashable, Tensor]) -> dict[Hashable, Tensor]:
-        """Return a shallow copy of ``data`` with the selected tensors cropped (views, no copy)."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            spatial = image.shape[2:]
-            roi = [self.roi_size] * len(spatial) if isinstance(self.roi_size, int) else list(self.roi_size)
-            d[key] = image[(slice(None), slice(None), *_center_crop_slices(spatial, roi))]
-        return d
 
 
 def _ensure_channel_list(str_or_seq: str | Iterable[str]) -> list[str]:
@@ -97,19 +62,6 @@ def _search_int_in_str(pattern: str, file_name: str) -> str:
     if match is None:
         raise ValueError(f"cannot find pattern '{pattern}' in '{file_name}'")
     return match.group()
-
-
-def _collate_norm_meta(norm_metas: Sequence[dict | None]) -> dict | None:
-    """Collate per-sample statistics into ``(B,)`` tensors; ``None`` when no sample carries any."""
-    missing = sum(meta is None for meta in norm_metas)
-    if missing == len(norm_metas):
-        return None
-    if missing:
-        raise ValueError(
-            f"{missing} of {len(norm_metas)} samples in the batch have no normalisation metadata; "
-            "compute it for every FOV (viscy preprocess) or normalise on the fly"
-        )
-    return collate_meta_tensor(list(norm_metas))
 
 
 def _collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -143,49 +95,12 @@ def _collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     collated = {}
     for key, values in out.items():
         if key == "norm_meta":
-            meta = _collate_norm_meta(values)
+            meta = collate_norm_meta(values)
             if meta is not None:
                 collated[key] = meta
         else:
             collated[key] = collate_meta_tensor(values)
     return collated
-
-
-def _scatter_channels(
-    channel_names: Sequence[str], patch: Tensor, norm_meta: Sequence[dict | None] | dict | None
-) -> dict[str, Tensor | dict]:
-    """Split ``(B, C, ...)`` into ``{name: (B, 1, ...)}`` and attach collated ``norm_meta``.
-
-    ``norm_meta`` may be a list of per-sample dicts (collated here), an already collated dict, or
-    ``None`` / a list of ``None`` (then the key is omitted).
-    """
-    if patch.shape[1] != len(channel_names):
-        raise ValueError(f"patch has {patch.shape[1]} channels but {len(channel_names)} names: {list(channel_names)}")
-    channels: dict[str, Tensor | dict] = {name: patch[:, i : i + 1] for i, name in enumerate(channel_names)}
-    if isinstance(norm_meta, (list, tuple)):
-        norm_meta = _collate_norm_meta(norm_meta)
-    if norm_meta is not None:
-        channels["norm_meta"] = norm_meta
-    return channels
-
-
-def _gather_channels(patch_channels: dict[str, Tensor | dict]) -> Tensor:
-    """Concatenate every value but ``norm_meta`` along dim 1, in dict order."""
-    return torch.cat([value for key, value in patch_channels.items() if key != "norm_meta"], dim=1)
-
-
-def _transform_channel_wise(
-    transform: Callable[[dict], dict],
-    channel_names: Sequence[str],
-    patch: Tensor,
-    norm_meta: Sequence[dict | None] | dict | None,
-) -> Tensor:
-    """Apply a dictionary transform to a ``(B, C, ...)`` patch with one key per channel.
-
-    The transform must return exactly the channel keys (plus ``norm_meta`` if it was given).
-    """
-    transformed = transform(_scatter_channels(channel_names, patch, norm_meta))
-    return _gather_channels({name: transformed[name] for name in channel_names})
 
 
 def _read_norm_meta(position: Any) -> dict | None:

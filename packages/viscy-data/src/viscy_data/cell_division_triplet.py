@@ -163,8 +163,9 @@ class CellDivisionTripletDataModule(HCSDataModule):
         Channels (see :class:`CellDivisionTripletDataset`).
     final_yx_patch_size : tuple of int, default (64, 64)
         Centre crop after augmentation.
-    split_ratio, batch_size, num_workers, normalizations, augmentations, persistent_workers,
-    prefetch_factor, pin_memory, seed
+    split_ratio, batch_size, num_workers, normalizations, augmentations
+        As for :class:`~viscy_data.hcs.HCSDataModule`.
+    persistent_workers, prefetch_factor, pin_memory, seed
         As for :class:`~viscy_data.hcs.HCSDataModule`.
     augment_validation : bool, default True
         Augment validation triplets like training ones (else normalise and crop only).

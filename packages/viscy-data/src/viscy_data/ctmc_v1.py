@@ -9,12 +9,14 @@ from iohub.ngff import open_ome_zarr
 from monai.transforms import Compose
 from torch.utils.data import Subset
 
-from viscy_data.gpu_aug import CachedOmeZarrDataset, _CacheFactory, _TransformListsDataModule
+from viscy_data.gpu_aug import CachedOmeZarrDataset
+from viscy_data.gpu_transform import TransformListsDataModule
+from viscy_data.volumes import VolumeCacheFactory
 
 __all__ = ["CTMCv1DataModule"]
 
 
-class CTMCv1DataModule(_TransformListsDataModule):
+class CTMCv1DataModule(TransformListsDataModule):
     """Autoregression/pre-training data module for CTMC v1: one plate for training, one for validation.
 
     Every FOV and timepoint of each plate is an item (whole volume of one channel, cached); the
@@ -52,22 +54,18 @@ class CTMCv1DataModule(_TransformListsDataModule):
         channel_name: str = "DIC",
         pin_memory: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(train_cpu_transforms, val_cpu_transforms, train_gpu_transforms, val_gpu_transforms)
         if val_subsample_ratio < 1:
             raise ValueError(f"val_subsample_ratio must be >= 1, got {val_subsample_ratio}")
         self.train_data_path = Path(train_data_path)
         self.val_data_path = Path(val_data_path)
-        self._train_cpu_transforms = list(train_cpu_transforms)
-        self._val_cpu_transforms = list(val_cpu_transforms)
-        self._train_gpu_transforms = list(train_gpu_transforms)
-        self._val_gpu_transforms = list(val_gpu_transforms)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_subsample_ratio = val_subsample_ratio
         self.channel_name = channel_name
         self.pin_memory = pin_memory
         self.prefetch_factor = None
-        self._caches = _CacheFactory()
+        self._caches = VolumeCacheFactory()
 
     def _dataset(self, data_path: Path, transform: Compose) -> CachedOmeZarrDataset:
         plate = open_ome_zarr(data_path, layout="hcs", mode="r")

@@ -15,7 +15,8 @@ from monai.transforms import Compose
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from viscy_data.gpu_aug import _CacheFactory, _TransformListsDataModule
+from viscy_data.gpu_transform import TransformListsDataModule
+from viscy_data.volumes import VolumeCacheFactory
 
 try:
     from pycocotools.coco import COCO
@@ -176,7 +177,7 @@ def _coco_file_names(annotations: Path) -> list[str]:
     return sorted(image["file_name"] for image in images)
 
 
-class LiveCellDataModule(_TransformListsDataModule):
+class LiveCellDataModule(TransformListsDataModule):
     """LIVECell training/validation (GPU augmentation) and test (with instance labels).
 
     Parameters
@@ -219,22 +220,18 @@ class LiveCellDataModule(_TransformListsDataModule):
         pin_memory: bool = True,
     ) -> None:
         _require_livecell("LiveCellDataModule")
-        super().__init__()
+        super().__init__(train_cpu_transforms, val_cpu_transforms, train_gpu_transforms, val_gpu_transforms)
         self.train_val_images = _existing_dir(train_val_images, "train_val_images")
         self.test_images = _existing_dir(test_images, "test_images")
         self.train_annotations = _existing_file(train_annotations, "train_annotations")
         self.val_annotations = _existing_file(val_annotations, "val_annotations")
         self.test_annotations = _existing_file(test_annotations, "test_annotations")
-        self._train_cpu_transforms = list(train_cpu_transforms or [])
-        self._val_cpu_transforms = list(val_cpu_transforms or [])
-        self._train_gpu_transforms = list(train_gpu_transforms or [])
-        self._val_gpu_transforms = list(val_gpu_transforms or [])
         self._test_transforms = list(test_transforms or [])
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.prefetch_factor = None
-        self._caches = _CacheFactory()
+        self._caches = VolumeCacheFactory()
 
     def _split(self, annotations: Path | None, name: str, cache_map: MutableMapping, transform: Compose):
         if self.train_val_images is None or annotations is None:

@@ -14,19 +14,11 @@ from iohub.ngff import Position, open_ome_zarr
 from monai.transforms import Compose
 from torch import Tensor
 
-from viscy_data._io import LazyPositions
 from viscy_data._utils import _ensure_channel_list
-from viscy_data.gpu_aug import (
-    _fov_name,
-    _FovTimepointItems,
-    _read_channels,
-    _resolve_channel_indices,
-    _split_positions,
-    _timepoint_index,
-    _TransformListsDataModule,
-)
+from viscy_data.gpu_transform import TransformListsDataModule
 from viscy_data.norm_meta import NORM_META_KEY, read_norm_meta, select_timepoint
 from viscy_data.select import SelectWell
+from viscy_data.volumes import FovTimepointItems, split_positions
 
 try:
     from tensordict.memmap import MemoryMappedTensor
@@ -69,7 +61,7 @@ class _SharedFlags:
         return int(self._flags.sum())
 
 
-class MmappedDataset(_FovTimepointItems, torch.utils.data.Dataset):
+class MmappedDataset(FovTimepointItems, torch.utils.data.Dataset):
     """One item per (FOV, timepoint), preprocessed once into a memory-mapped buffer.
 
     Parameters
@@ -106,22 +98,13 @@ class MmappedDataset(_FovTimepointItems, torch.utils.data.Dataset):
         load_normalization_metadata: bool = True,
     ) -> None:
         _require_tensordict("MmappedDataset")
-        super().__init__()
+        super().__init__(positions, channel_names, array_key)
         positions = list(positions)
-        if not positions:
-            raise ValueError("MmappedDataset needs at least one FOV")
-        # zarr handles opened before a DataLoader forks hang in the workers: reopen per process
-        self.positions = LazyPositions(positions)
-        self.channel_names = _ensure_channel_list(channel_names)
         self.cache_map = cache_map
         self.buffer = buffer
         self.preprocess_transforms = preprocess_transforms
         self.cpu_transform = cpu_transform
-        self.array_key = array_key
         self.load_normalization_metadata = load_normalization_metadata
-        self._channel_indices = _resolve_channel_indices(positions[0], self.channel_names)
-        self._fov_names = [_fov_name(p) for p in positions]
-        self._offsets = _timepoint_index([p[array_key].frames for p in positions])
         row_shape = (len(self.channel_names), *_volume_shape(positions[0], array_key))
         if tuple(buffer.shape[1:]) != row_shape or buffer.shape[0] < len(self):
             raise ValueError(
@@ -138,7 +121,7 @@ class MmappedDataset(_FovTimepointItems, torch.utils.data.Dataset):
         )
 
     def _preprocess(self, fov: int, t: int) -> Tensor:
-        volume = _read_channels(self.positions[fov][self.array_key], t, self._channel_indices)
+        volume = self._read_volume(fov, t)
         sample: dict[str, Any] = {name: volume[i : i + 1] for i, name in enumerate(self.channel_names)}
         if self._norm_attrs is not None:
             norm_meta = select_timepoint(read_norm_meta(self._norm_attrs[fov]), t)
@@ -174,7 +157,7 @@ def _volume_shape(position: Position, array_key: str) -> tuple[int, int, int]:
     return (array.slices, array.height, array.width)
 
 
-class MmappedDataModule(_TransformListsDataModule, SelectWell):
+class MmappedDataModule(TransformListsDataModule, SelectWell):
     """GPU-augmentation data module reading from per-split memory-mapped caches.
 
     Parameters
@@ -225,17 +208,13 @@ class MmappedDataModule(_TransformListsDataModule, SelectWell):
         exclude_fovs: list[str] | None = None,
     ) -> None:
         _require_tensordict("MmappedDataModule")
-        super().__init__()
+        super().__init__(train_cpu_transforms, val_cpu_transforms, train_gpu_transforms, val_gpu_transforms)
         self.data_path = Path(data_path)
         self.channels = _ensure_channel_list(channels)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.split_ratio = split_ratio
         self._preprocessing_transforms = list(preprocess_transforms)
-        self._train_cpu_transforms = list(train_cpu_transforms)
-        self._val_cpu_transforms = list(val_cpu_transforms)
-        self._train_gpu_transforms = list(train_gpu_transforms)
-        self._val_gpu_transforms = list(val_gpu_transforms)
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.array_key = array_key
@@ -285,6 +264,6 @@ class MmappedDataModule(_TransformListsDataModule, SelectWell):
         if stage not in ("fit", "validate"):
             raise NotImplementedError("Only fit and validate stages are supported.")
         plate = open_ome_zarr(self.data_path, layout="hcs", mode="r")
-        train_positions, val_positions = _split_positions(self._filter_fit_fovs(plate), self.split_ratio)
+        train_positions, val_positions = split_positions(self._filter_fit_fovs(plate), self.split_ratio)
         self.train_dataset = self._dataset(train_positions, "train", self.train_cpu_transforms)
         self.val_dataset = self._dataset(val_positions, "val", self.val_cpu_transforms)

@@ -15,7 +15,7 @@ exactly what is read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ __all__ = [
     "NORM_META_KEY",
     "PERCENTILES",
     "STATISTICS",
+    "collate_norm_meta",
     "compute_statistics",
     "merge_norm_meta",
     "read_norm_meta",
@@ -168,3 +169,47 @@ def merge_norm_meta(existing: Mapping[str, Any] | None, update: Mapping[str, Map
             raise ValueError(f"unknown normalisation level(s) {sorted(unknown)} for channel '{channel}'; use {LEVELS}")
         merged.setdefault(channel, {}).update(levels)
     return merged
+
+
+def _stack_common(metas: Sequence[Any]) -> Any:
+    first = metas[0]
+    if isinstance(first, Mapping):
+        keys = [k for k in first if all(isinstance(m, Mapping) and k in m for m in metas)]
+        return {k: _stack_common([m[k] for m in metas]) for k in keys}
+    return torch.stack([torch.as_tensor(m) for m in metas])
+
+
+def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict | None:
+    """Collate per-sample statistics into one dict of ``(B,)`` tensors.
+
+    Samples of one batch may come from FOVs (or experiments) that carry different levels, e.g. only some
+    with ``timepoint_statistics`` for their frame: only the channels, levels and statistics that every
+    sample has are kept, since a level missing from one sample cannot normalise the batch.
+
+    Parameters
+    ----------
+    norm_metas : sequence of (dict or None), dict or None
+        One :func:`read_norm_meta` / :func:`select_timepoint` result per sample. An already collated
+        dict (or ``None``) is returned as is.
+
+    Returns
+    -------
+    dict or None
+        ``None`` when no sample has statistics.
+
+    Raises
+    ------
+    ValueError
+        If some samples have statistics and others do not.
+    """
+    if norm_metas is None or isinstance(norm_metas, Mapping):
+        return norm_metas
+    missing = sum(meta is None for meta in norm_metas)
+    if missing == len(norm_metas):
+        return None
+    if missing:
+        raise ValueError(
+            f"{missing} of {len(norm_metas)} samples in the batch have no normalisation metadata; "
+            "compute it for every FOV (viscy preprocess) or normalise without it"
+        )
+    return _stack_common(list(norm_metas))

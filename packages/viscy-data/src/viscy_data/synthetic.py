@@ -28,12 +28,10 @@ import numpy as np
 import pandas as pd
 
 from viscy_data._typing import INDEX_COLUMNS, LABEL_CELL_DIVISION_STATE, LABEL_INFECTION_STATE
+from viscy_data.importers.tracks import TRACKS_COLUMNS
 from viscy_data.norm_meta import NORM_META_KEY, compute_statistics, merge_norm_meta
 
 __all__ = ["INFECTION_PHENOTYPES", "TRACKS_COLUMNS", "SyntheticPlate", "write_synthetic_plate"]
-
-#: columns of the per-FOV tracks CSVs, in order
-TRACKS_COLUMNS = ["track_id", "t", "y", "x", "id", "parent_track_id", "parent_id"]
 
 #: radius (pixels) of a synthetic cell
 CELL_RADIUS = 7.0

@@ -3,41 +3,32 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from iohub.ngff import Position
 from monai.data.thread_buffer import ThreadDataLoader
-from monai.transforms import Compose, MapTransform
+from monai.transforms import MapTransform
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from viscy_data._io import fov_name, store_root
+from viscy_data._io import fov_name
 from viscy_data._typing import INDEX_COLUMNS, TripletSample
-from viscy_data._utils import (
-    BatchedCenterSpatialCropd,
-    _ensure_channel_list,
-    _read_norm_meta,
-    _transform_channel_wise,
-    thread_worker_loader,
-)
+from viscy_data._utils import _ensure_channel_list, _read_norm_meta
+from viscy_data.device_transforms import DeviceTransformMixin, DeviceTransforms
 from viscy_data.hcs import HCSDataModule
+from viscy_data.loading import thread_worker_loader
 from viscy_data.norm_meta import select_timepoint
+from viscy_data.patch_reader import FovArray, PatchReader, require_tensorstore
 from viscy_data.select import _select_fovs
 
 try:
     import pandas as pd
 except ImportError:  # pragma: no cover - pandas arrives with iohub
     pd = None
-try:
-    import tensorstore as ts
-except ImportError:
-    ts = None
 
 __all__ = ["TripletDataModule", "TripletDataset"]
 
@@ -50,17 +41,9 @@ PREDICT_COLUMNS = ("id", "parent_track_id", "parent_id")
 
 
 def _require_extras(name: str) -> None:
-    for module, label in ((pd, "pandas"), (ts, "tensorstore")):
-        if module is None:
-            raise ImportError(f"{label} is required for {name}. Install with: pip install 'viscy-data[triplet]'")
-
-
-def _open_tensorstore(position: Position, array_key: str, context: Any) -> Any:
-    """Open a FOV's image array with tensorstore (zarr v2 or v3 driver)."""
-    path = store_root(position) / position[array_key].path
-    driver = "zarr3" if (path / "zarr.json").exists() else "zarr"
-    spec = {"driver": driver, "kvstore": {"driver": "file", "path": str(path)}, "recheck_cached_data": "open"}
-    return ts.open(spec, read=True, context=context).result()
+    if pd is None:
+        raise ImportError(f"pandas is required for {name}. Install with: pip install 'viscy-data[triplet]'")
+    require_tensorstore(name)
 
 
 class TripletDataset(Dataset):
@@ -90,9 +73,14 @@ class TripletDataset(Dataset):
     return_negative : bool, default True
         Also return a patch of a different track.
     cache_pool_bytes : int, default 0
-        tensorstore chunk cache size.
+        tensorstore chunk cache size (see :class:`~viscy_data.patch_reader.PatchReader`).
     seed : int, default 0
         Seed of negative sampling (combined with the batch indices: reproducible and thread-safe).
+
+    Notes
+    -----
+    Patches are read by a :class:`~viscy_data.patch_reader.PatchReader` as float32, whatever the
+    storage dtype, centred on the rounded cell centre.
     """
 
     def __init__(
@@ -118,36 +106,38 @@ class TripletDataset(Dataset):
         self.positions = list(positions)
         self.channel_names = _ensure_channel_list(channel_names)
         self.yx_patch_size = tuple(int(s) for s in initial_yx_patch_size)
+        if self.positions and (z_range.start is None or z_range.stop is None):
+            z_range = slice(z_range.start or 0, self.positions[0]["0"].slices if z_range.stop is None else z_range.stop)
         self.z_range = z_range
         self.fit = fit
         self.time_interval = time_interval
         self.return_negative = return_negative
         self.cache_pool_bytes = cache_pool_bytes
         self.seed = seed
-        self._channel_idx = {fov_name(p): [p.get_channel_index(c) for c in self._check_channels(p)] for p in positions}
+        # resolves (and checks) the channels of every FOV once
+        self.reader = PatchReader(
+            [FovArray.from_position(p) for p in self.positions],
+            self.channel_names,
+            self.yx_patch_size,
+            self.z_range,
+            cache_pool_bytes=cache_pool_bytes,
+        )
         self._norm_meta = [_read_norm_meta(p) for p in self.positions]
         self.tracks = self._filter_tracks(tracks_tables)
         if predict_cells:
             pairs = pd.DataFrame({"fov_name": include_fov_names or [], "track_id": include_track_ids or []})
             self.tracks = self.tracks.merge(pairs, on=["fov_name", "track_id"]).reset_index(drop=True)
         if self.tracks.empty:
-            raise ValueError("no tracked cell is far enough from the borders for the patch size (or selected)")
+            raise ValueError(
+                f"no tracked cell is far enough from the borders for initial_yx_patch_size {self.yx_patch_size} "
+                "(or selected with predict_cells): reduce initial_yx_patch_size"
+            )
         self.valid_anchors = self._filter_anchors(self.tracks)
-        self._handles: dict[int, Any] | None = None
         # row lookup by (track, time) and rows per time, for positives and negatives
         self._row_of = pd.Series(
             np.arange(len(self.tracks)),
             index=pd.MultiIndex.from_arrays([self.tracks["global_track_id"], self.tracks["t"]]),
         )
-
-    def _check_channels(self, position: Position) -> list[str]:
-        available = list(position.channel_names)
-        missing = [c for c in self.channel_names if c not in available]
-        if missing:
-            raise ValueError(
-                f"channel(s) {missing} not found in FOV '{fov_name(position)}'; available channels: {available}"
-            )
-        return self.channel_names
 
     def _filter_tracks(self, tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
         h, w = self.yx_patch_size
@@ -165,7 +155,8 @@ class TripletDataset(Dataset):
                 raise ValueError(f"z_range {self.z_range} exceeds the {image.slices} Z slices of FOV '{name}'")
             if h > image.height or w > image.width:
                 raise ValueError(
-                    f"patch size {self.yx_patch_size} is larger than FOV '{name}' ({image.height}, {image.width})"
+                    f"initial_yx_patch_size {self.yx_patch_size} is larger than FOV '{name}' "
+                    f"({image.height}, {image.width}): reduce initial_yx_patch_size"
                 )
             y, x = table["y"].to_numpy(), table["x"].to_numpy()
             keep = (y > h / 2) & (y < image.height - h / 2) & (x > w / 2) & (x < image.width - w / 2)
@@ -187,35 +178,12 @@ class TripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.valid_anchors)
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_handles"] = None
-        return state
-
-    def _handle(self, fov_idx: int) -> Any:
-        if self._handles is None:
-            self._handles = {}
-        if fov_idx not in self._handles:
-            context = ts.Context(
-                {
-                    "data_copy_concurrency": {"limit": int(os.environ.get("SLURM_CPUS_PER_TASK", os.cpu_count() or 1))},
-                    "cache_pool": {"total_bytes_limit": int(self.cache_pool_bytes)},
-                }
-            )
-            self._handles[fov_idx] = _open_tensorstore(self.positions[fov_idx], "0", context)
-        return self._handles[fov_idx]
-
     def _read_patches(self, rows: pd.DataFrame) -> Tensor:
-        """Read ``(B, C, Z, h, w)`` float32 patches centred on the rows, in one stacked request."""
+        """Read ``(B, C, Z, h, w)`` float32 patches centred on the rows, in one batched request."""
         h, w = self.yx_patch_size
-        y0 = np.rint(rows["y"].to_numpy()).astype(int) - h // 2
-        x0 = np.rint(rows["x"].to_numpy()).astype(int) - w // 2
-        views = []
-        for fov, t, y, x, name in zip(rows["_fov"], rows["t"], y0, x0, rows["fov_name"]):
-            view = self._handle(fov).oindex[int(t), self._channel_idx[name], self.z_range, y : y + h, x : x + w]
-            views.append(view.translate_to[0])
-        data = ts.stack(views).read().result()  # noqa: PD013 (tensorstore, not pandas)
-        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        y0 = np.rint(rows["y"].to_numpy()).astype(np.int64) - h // 2
+        x0 = np.rint(rows["x"].to_numpy()).astype(np.int64) - w // 2
+        return self.reader.read(rows["_fov"].to_numpy(), rows["t"].to_numpy(), y0, x0)
 
     def _norm_metas(self, rows: pd.DataFrame) -> list[dict | None]:
         return [select_timepoint(self._norm_meta[f], int(t)) for f, t in zip(rows["_fov"], rows["t"])]
@@ -289,7 +257,7 @@ def _read_tracks(tracks_path: Path, position: Position) -> pd.DataFrame:
     return pd.read_csv(csvs[0])
 
 
-class TripletDataModule(HCSDataModule):
+class TripletDataModule(DeviceTransformMixin, HCSDataModule):
     """Triplets of tracked-cell patches for contrastive learning (DynaCLR).
 
     Parameters
@@ -304,11 +272,13 @@ class TripletDataModule(HCSDataModule):
         ``(start, stop)`` Z slices read.
     initial_yx_patch_size, final_yx_patch_size : tuple of int
         Patch read around each cell, and centre crop after the augmentations.
-    split_ratio, batch_size, num_workers, normalizations, augmentations, persistent_workers,
-    prefetch_factor, pin_memory, caching
+    split_ratio, batch_size, num_workers, normalizations, augmentations
+        As for :class:`~viscy_data.hcs.HCSDataModule` (workers are threads).
+    persistent_workers, prefetch_factor, pin_memory, caching
         As for :class:`~viscy_data.hcs.HCSDataModule` (workers are threads).
     augment_validation : bool, default True
-        Augment validation batches too.
+        Augment validation batches too (anchors are never augmented when ``time_interval`` is
+        ``"any"`` or 0, predictions never).
     fit_include_wells, fit_exclude_fovs : list of str, optional
         FOV selection (fit and predict).
     predict_cells, include_fov_names, include_track_ids
@@ -395,9 +365,13 @@ class TripletDataModule(HCSDataModule):
         self.time_interval = time_interval
         self.return_negative = return_negative
         self.cache_pool_bytes = cache_pool_bytes
-        crop = BatchedCenterSpatialCropd(keys=self.source_channel, roi_size=(z_window_size, *final_yx_patch_size))
-        self._augment_transform = Compose([*self.normalizations, *self.augmentations, crop])
-        self._no_augment_transform = Compose([*self.normalizations, crop])
+        self._predicting = False
+        self.device_transforms = DeviceTransforms(
+            self.source_channel,
+            self.normalizations,
+            self.augmentations,
+            final_size=(z_window_size, *final_yx_patch_size),
+        )
 
     def _dataset(self, positions: list[Position], fit: bool) -> TripletDataset:
         return TripletDataset(
@@ -434,6 +408,12 @@ class TripletDataModule(HCSDataModule):
             raise ValueError(f"split_ratio={self.split_ratio} of {len(positions)} FOVs leaves an empty split")
         self.train_dataset = self._dataset([positions[i] for i in train_idx], fit=True)
         self.val_dataset = self._dataset([positions[i] for i in val_idx], fit=True)
+        if stage == "fit" and len(self.train_dataset) < self.batch_size:
+            # the training loader drops the incomplete batch: fewer anchors than a batch would train on nothing
+            raise ValueError(
+                f"the training FOVs have {len(self.train_dataset)} anchors, fewer than batch_size={self.batch_size}: "
+                f"set batch_size <= {len(self.train_dataset)}"
+            )
 
     def _loader(self, dataset: TripletDataset, shuffle: bool) -> ThreadDataLoader:
         kwargs: dict[str, Any] = {}
@@ -466,22 +446,13 @@ class TripletDataModule(HCSDataModule):
         """Batches pass unchanged (transforms run on the device)."""
         return batch
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Normalise, augment and crop ``anchor``/``positive``/``negative`` on the device."""
-        if isinstance(batch, Tensor):
-            return batch
-        trainer = getattr(self, "trainer", None)
-        predicting = trainer.predicting if trainer is not None else self._predicting
-        validating = trainer is not None and (trainer.validating or trainer.sanity_checking)
-        for key in ("anchor", "positive", "negative"):
-            if key not in batch:
-                continue
-            no_augment = (
-                predicting
-                or (validating and not self.augment_validation)
-                or (key == "anchor" and self.time_interval in ("any", 0))
-            )
-            transform = self._no_augment_transform if no_augment else self._augment_transform
-            norm_meta = batch.pop(f"{key}_norm_meta", None)
-            batch[key] = _transform_channel_wise(transform, self.source_channel, batch[key], norm_meta)
-        return batch
+    @property
+    def stage_without_trainer(self) -> str:
+        """``predict`` after ``setup("predict")``, else ``train``."""
+        return "predict" if self._predicting else "train"
+
+    def augments(self, key: str, stage: str) -> bool:
+        """Augment all but predictions, validation without ``augment_validation``, and still anchors."""
+        if stage == "predict" or (stage != "train" and not self.augment_validation):
+            return False
+        return not (key == "anchor" and self.time_interval in ("any", 0))

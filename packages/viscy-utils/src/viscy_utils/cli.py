@@ -14,6 +14,7 @@ Other packages reuse the machinery for their own console scripts::
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ from viscy_utils.cpu_runtime import enable_huge_page_buffers, tune_cpu_runtime
 if TYPE_CHECKING:
     from viscy_utils._lightning_cli import VisCyCLI
 
-__all__ = ["VisCyCLI", "enable_huge_page_buffers", "main", "run_cli"]
+__all__ = ["TUNE_CPU_ENV", "TUNE_CPU_FLAGS", "VisCyCLI", "enable_huge_page_buffers", "main", "run_cli"]
 
 DESCRIPTION = "Computer vision models for single-cell phenotyping."
 
@@ -39,6 +40,14 @@ SUBCOMMAND_HELP = {
     "export": "Export a model checkpoint to ONNX.",
     "precompute": "Pre-normalise channels of an HCS store into a float16 .npy stack.",
     "convert_to_anndata": "Convert a legacy xarray embeddings zarr store to an AnnData zarr store.",
+    "import-tracks": "Convert TrackMate XML, CTC res_track.txt or track tables into per-FOV tracks CSVs.",
+    "import-images": "Write a TIFF / OME-TIFF time-lapse as a position of an HCS OME-Zarr plate.",
+}
+
+#: subcommands that are plain functions of their arguments (no Lightning): name -> "module:function"
+TOOL_SUBCOMMANDS = {
+    "import-tracks": "viscy_utils.import_commands:import_tracks",
+    "import-images": "viscy_utils.import_commands:import_images",
 }
 
 #: subcommands that run without a model / without a data module
@@ -47,6 +56,24 @@ DATA_FREE_SUBCOMMANDS = frozenset({"preprocess", "precompute", "export", "conver
 
 #: top-level options that consume the next token as their value
 _OPTIONS_WITH_VALUE = frozenset({"-c", "--config"})
+
+#: command-line switch (anywhere on the line) that opts in to :func:`~viscy_utils.cpu_runtime.tune_cpu_runtime`
+TUNE_CPU_FLAGS = frozenset({"--tune_cpu", "--tune-cpu"})
+#: environment variable that opts in too (``1``, ``true``, ``yes`` or ``on``)
+TUNE_CPU_ENV = "VISCY_TUNE_CPU"
+
+
+def split_tune_cpu(args: Sequence[str]) -> tuple[bool, list[str]]:
+    """Tell whether the CPU runtime tuning was asked for; return it with the arguments minus the switch.
+
+    The switch (:data:`TUNE_CPU_FLAGS`) may stand anywhere in ``args`` (the command line without the
+    program name); :data:`TUNE_CPU_ENV` set to a true value asks for the tuning as well. The remaining
+    arguments are what Lightning parses.
+    """
+    tokens = list(args)
+    remaining = [t for t in tokens if t not in TUNE_CPU_FLAGS]
+    from_env = os.environ.get(TUNE_CPU_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return from_env or len(remaining) < len(tokens), remaining
 
 
 def subcommand_from_args(args: Sequence[str]) -> str | None:
@@ -101,6 +128,8 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
         "  -c, --config CONFIG   Path to a configuration file in json or yaml format.",
         "  --print_config[=flags]",
         "                        Print the configuration after applying all other arguments and exit.",
+        "  --tune_cpu            Tune the CPU runtime for batch transforms (huge pages, heap reuse, no OpenMP",
+        f"                        spinning; see viscy_utils.cpu_runtime). Off by default; {TUNE_CPU_ENV}=1 too.",
         "",
         "subcommands:",
         f"  For more details of each subcommand, add it as an argument followed by --help (e.g. {prog} fit --help).",
@@ -111,9 +140,14 @@ def static_help(prog: str = "viscy", description: str = DESCRIPTION) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _setup_environment() -> None:
-    """Tune the CPU runtime (before torch loads), set the Lightning log level and allow TF32 matmuls."""
-    tune_cpu_runtime()
+def _setup_environment(tune_cpu: bool = False) -> None:
+    """Set the Lightning log level and allow TF32 matmuls; with ``tune_cpu``, first tune the CPU runtime.
+
+    The tuning changes process-wide allocator settings and environment variables, so it happens only
+    when asked for (:data:`TUNE_CPU_FLAGS`, :data:`TUNE_CPU_ENV`), before torch loads.
+    """
+    if tune_cpu:
+        tune_cpu_runtime()
     import torch
 
     level = os.environ.get("VISCY_LOG_LEVEL", "INFO")
@@ -148,16 +182,23 @@ def run_cli(
     Returns
     -------
     VisCyCLI or None
-        The CLI object after the subcommand ran; ``None`` when only the top-level help was printed.
+        The CLI object after the subcommand ran; ``None`` when only the top-level help was printed or
+        a tool subcommand (``import-tracks``, ``import-images``) ran.
     """
-    tokens = list(sys.argv[1:] if args is None else args)
+    tune_cpu, tokens = split_tune_cpu(sys.argv[1:] if args is None else args)
+    if args is None and len(tokens) < len(sys.argv) - 1:
+        sys.argv = [sys.argv[0], *tokens]  # Lightning reads sys.argv itself; it must not see our switch
     if not tokens:
         sys.stderr.write(static_help(prog, description).split("\n", 1)[0] + f"\n{prog}: error: expected a subcommand\n")
         raise SystemExit(2)
     if tokens[0] in ("-h", "--help"):
         sys.stdout.write(static_help(prog, description))
         return None
-    _setup_environment()
+    if tokens[0] in TOOL_SUBCOMMANDS:
+        module, _, function = TOOL_SUBCOMMANDS[tokens[0]].partition(":")
+        getattr(importlib.import_module(module), function)(tokens[1:], prog=f"{prog} {tokens[0]}")
+        return None
+    _setup_environment(tune_cpu)
     from lightning.pytorch import LightningDataModule, LightningModule
 
     from viscy_utils._lightning_cli import VisCyCLI

@@ -1,4 +1,4 @@
-"""Process-wide CPU settings that make batch transforms on CPU fast; the command line applies them all.
+"""Process-wide CPU settings that make batch transforms on CPU fast; opt in, nothing here runs by itself.
 
 Batched transforms allocate a fresh batch-sized tensor (tens to hundreds of MiB) per step. With the
 C library's defaults each such buffer is a new ``mmap``: the kernel zero-fills and page-faults it 4 KiB at
@@ -6,8 +6,12 @@ a time, and returns it on ``free``, so the next step pays again. On a small mach
 the arithmetic. And when a data loader decodes images next to the transforms, OpenMP worker threads that
 spin while waiting take the cores the loader needs.
 
-Every setting here yields to an explicit choice: an environment variable the user set wins. Call
-:func:`tune_cpu_runtime` before importing torch (the OpenMP setting is read when torch loads).
+These settings change the whole process (allocator thresholds, environment variables read by torch and
+OpenMP), so they apply only when asked for: ``viscy``/``dynaclr`` with ``--tune_cpu`` (or the environment
+variable ``VISCY_TUNE_CPU=1``), or a call to :func:`tune_cpu_runtime` at the top of your own script, before
+importing torch (the OpenMP setting is read when torch loads). Measured only on 2 cores; on a many-core
+node, measure before relying on them. Every setting yields to an explicit choice: an environment
+variable the user set wins.
 """
 
 from __future__ import annotations
@@ -86,8 +90,8 @@ def quiet_idle_openmp_threads() -> None:
 def tune_cpu_runtime() -> None:
     """Apply :func:`enable_huge_page_buffers`, :func:`retain_large_cpu_buffers` and :func:`quiet_idle_openmp_threads`.
 
-    This is what the ``viscy`` and ``dynaclr`` command lines do first; call it at the top of your own
-    training or benchmark script, before importing torch, to get the same CPU throughput.
+    This is what ``viscy``/``dynaclr`` do first when given ``--tune_cpu`` (or ``VISCY_TUNE_CPU=1``); call it
+    at the top of your own training or benchmark script, before importing torch, to get the same.
     """
     enable_huge_page_buffers()
     retain_large_cpu_buffers()

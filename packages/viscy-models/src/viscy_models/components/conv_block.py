@@ -66,13 +66,13 @@ class _ConvBlockNd(nn.Module):
         self.drop = dropout_layer(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply ``num_repeats`` times convolution, activation and normalisation, then the residual."""
+        """Apply ``num_repeats`` times convolution, dropout, activation and normalisation, then the residual."""
         x_0 = x
         for i, conv in enumerate(self.convs):
-            x = self.act(conv(x))
+            # The reference's order: dropout acts on the convolution output, before activation and norm.
+            x = self.act(self.drop(conv(x)))
             if self.norms:
                 x = self.norms[i](x)
-            x = self.drop(x)
         if self.residual:
             x = x + self._shortcut(x_0)
         return x
@@ -88,7 +88,7 @@ class _ConvBlockNd(nn.Module):
 
 
 class ConvBlock2D(_ConvBlockNd):
-    """Repeated 2D convolution, activation and batch normalisation with an optional 1x1 residual.
+    """Repeated 2D convolution, (dropout,) activation and batch normalisation with an optional 1x1 residual.
 
     Parameters
     ----------
@@ -107,7 +107,7 @@ class ConvBlock2D(_ConvBlockNd):
         zero-padded in front when it widens them (checkpoint semantics of the reference; ``resid_conv`` then
         receives no gradient).
     dropout : float
-        Channel dropout probability after each repeat (0 disables it).
+        Channel dropout probability after each convolution (0 disables it).
     """
 
     _dims = 2

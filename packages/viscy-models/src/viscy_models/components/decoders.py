@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 from monai.networks.blocks import ResidualUnit, UnetResBlock, UpSample
+from monai.networks.blocks.dynunet_block import get_conv_layer
 from timm.layers import LayerNorm, LayerNorm2d
 from timm.models.convnext import ConvNeXtStage
 from torch import nn
@@ -19,7 +20,9 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"Decoder mode must be 'pixelshuffle' or 'deconv', got {mode!r}.")
 
 
-def _pixelshuffle(in_channels: int, scale_factor: int, pre_conv: bool) -> UpSample:
+def _pixelshuffle(
+    in_channels: int, scale_factor: int, pre_conv: bool | Literal["default"] | nn.Module | None
+) -> UpSample:
     if in_channels % scale_factor**2:
         raise ValueError(
             f"Pixel-shuffle by {scale_factor} needs channels divisible by {scale_factor**2}, got {in_channels}."
@@ -30,7 +33,8 @@ def _pixelshuffle(in_channels: int, scale_factor: int, pre_conv: bool) -> UpSamp
         out_channels=in_channels // scale_factor**2,
         scale_factor=scale_factor,
         mode="pixelshuffle",
-        pre_conv="default" if pre_conv else None,
+        # True means MONAI's default 3x3 convolution; a module is used as is.
+        pre_conv="default" if pre_conv is True else (None if pre_conv is False else pre_conv),
         apply_pad_pool=False,
     )
 
@@ -157,7 +161,12 @@ class UNeXt2Decoder(nn.Module):
 
 
 class VaeUpStage(nn.Module):
-    """Up-sampling stage without skip connection: up-sample, then ``conv_blocks`` MONAI residual units.
+    """Up-sampling stage without skip connection (BetaVae25D decoder).
+
+    ``pixelshuffle`` mode: pixel-shuffle to ``in_channels / scale_factor**2`` channels (optionally after a
+    convolution), then ``conv_blocks`` MONAI residual units to ``out_channels``. ``deconv`` mode: a bias-free
+    transposed convolution to ``out_channels``, one MONAI residual unit and a 1x1 convolution; as in the
+    reference, ``conv_blocks`` does not apply to this mode.
 
     Parameters
     ----------
@@ -166,14 +175,13 @@ class VaeUpStage(nn.Module):
     scale_factor : int
         Up-sampling factor.
     mode : {"pixelshuffle", "deconv"}
-        Pixel-shuffle to ``in_channels / scale_factor**2`` channels, or transposed convolution to
-        ``out_channels``.
+        Up-sampling method.
     conv_blocks : int
-        Number of residual units (each two 3x3 convolutions with normalisation and PReLU).
+        Number of residual units (each two 3x3 convolutions with normalisation and PReLU), pixelshuffle mode.
     norm_name : str
         MONAI normalisation of the residual units.
-    upsample_pre_conv : bool
-        Convolve before pixel-shuffling.
+    upsample_pre_conv : "default", torch.nn.Module or None
+        Convolution before pixel-shuffling: MONAI's ``"default"`` 3x3 convolution, a module, or none.
     """
 
     def __init__(
@@ -184,16 +192,21 @@ class VaeUpStage(nn.Module):
         mode: DecoderMode,
         conv_blocks: int,
         norm_name: str,
-        upsample_pre_conv: bool,
+        upsample_pre_conv: Literal["default"] | nn.Module | None,
     ) -> None:
         super().__init__()
         _check_mode(mode)
-        if mode == "pixelshuffle":
-            self.upsample = _pixelshuffle(in_channels, scale_factor, upsample_pre_conv)
-            channels = in_channels // scale_factor**2
-        else:
-            self.upsample = nn.ConvTranspose2d(in_channels, out_channels, scale_factor, stride=scale_factor)
-            channels = out_channels
+        if mode == "deconv":
+            self.upsample = get_conv_layer(
+                2, in_channels, out_channels, kernel_size=scale_factor, stride=scale_factor, is_transposed=True
+            )
+            self.conv = nn.Sequential(
+                ResidualUnit(spatial_dims=2, in_channels=out_channels, out_channels=out_channels, norm=norm_name),
+                nn.Conv2d(out_channels, out_channels, kernel_size=1),
+            )
+            return
+        self.upsample = _pixelshuffle(in_channels, scale_factor, upsample_pre_conv)
+        channels = in_channels // scale_factor**2
         units = []
         for _ in range(conv_blocks):
             units.append(ResidualUnit(spatial_dims=2, in_channels=channels, out_channels=out_channels, norm=norm_name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -39,8 +40,9 @@ class UNeXt2Stem(nn.Module):
         out_depth = in_stack_depth // kernel_size[0]
         if out_channels % out_depth:
             raise ValueError(
-                f"The stem folds {out_depth} output slices into {out_channels} channels: "
-                f"{out_channels} must be a multiple of {out_depth}."
+                f"The stem folds in_stack_depth // stem_kernel_size[0] = {in_stack_depth} // {kernel_size[0]} = "
+                f"{out_depth} slices into the encoder's {out_channels} input channels, which it does not divide; "
+                "choose another in_stack_depth or stem depth kernel."
             )
         self.in_stack_depth = in_stack_depth
         self.conv = nn.Conv3d(in_channels, out_channels // out_depth, kernel_size=kernel_size, stride=kernel_size)
@@ -76,16 +78,31 @@ class StemDepthtoChannels(nn.Module):
     ) -> None:
         super().__init__()
         stem_kernel_size, stem_stride = tuple(stem_kernel_size), tuple(stem_stride)
+        if len(stem_kernel_size) != 3 or len(stem_stride) != 3 or min(*stem_kernel_size, *stem_stride) < 1:
+            raise ValueError(
+                f"stem_kernel_size and stem_stride must be 3 positive (Z, Y, X) sizes, got {stem_kernel_size} and "
+                f"{stem_stride}."
+            )
         if in_stack_depth < stem_kernel_size[0]:
             raise ValueError(
-                f"in_stack_depth={in_stack_depth} is smaller than the stem's depth kernel {stem_kernel_size[0]}."
+                f"in_stack_depth={in_stack_depth} is smaller than the stem's depth kernel "
+                f"stem_kernel_size[0]={stem_kernel_size[0]}."
             )
         out_depth = (in_stack_depth - stem_kernel_size[0]) // stem_stride[0] + 1
+        unused = (in_stack_depth - stem_kernel_size[0]) % stem_stride[0]
+        if unused:
+            # Valid for the reference (checkpoints exist), but almost certainly not what the user meant.
+            warnings.warn(
+                f"in_stack_depth={in_stack_depth} with stem depth kernel {stem_kernel_size[0]} and stride "
+                f"{stem_stride[0]}: the last {unused} slices of every stack are ignored.",
+                stacklevel=3,
+            )
         if in_channels_encoder % out_depth:
             raise ValueError(
                 f"The stem produces {out_depth} slices from in_stack_depth={in_stack_depth} "
-                f"(kernel {stem_kernel_size[0]}, stride {stem_stride[0]}), which do not divide the encoder's "
-                f"{in_channels_encoder} input channels; choose a depth whose stem output divides them."
+                f"(stem_kernel_size[0]={stem_kernel_size[0]}, stem_stride[0]={stem_stride[0]}), which do not divide "
+                f"the encoder's {in_channels_encoder} input channels; choose an in_stack_depth whose stem output "
+                "divides them."
             )
         self.in_stack_depth = in_stack_depth
         self.conv = nn.Conv3d(

@@ -1,4 +1,4 @@
-"""Contrastive encoder: 3D stem, 2D timm backbone (ConvNeXt or ResNet), projection MLP."""
+"""Contrastive encoder (3D stem, 2D timm ConvNeXt or ResNet backbone) and the projection MLP of both encoders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,33 @@ from torch import nn
 
 from viscy_models.components.backbones import create_timm_backbone
 from viscy_models.components.stems import StemDepthtoChannels
-from viscy_models.contrastive.projection import projection_mlp
+from viscy_models.components.validation import check_positive_ints
+
+
+def projection_mlp(in_dims: int, hidden_dims: int, out_dims: int) -> nn.Sequential:
+    """Two-layer MLP with batch norm (SimCLR-style projection head).
+
+    Parameters
+    ----------
+    in_dims : int
+        Width of the embedding.
+    hidden_dims : int
+        Hidden width.
+    out_dims : int
+        Width of the projection.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``Linear, BatchNorm1d, ReLU, Linear, BatchNorm1d`` (state_dict keys ``0``, ``1``, ``3``, ``4``).
+    """
+    return nn.Sequential(
+        nn.Linear(in_dims, hidden_dims),
+        nn.BatchNorm1d(hidden_dims),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dims, out_dims),
+        nn.BatchNorm1d(out_dims),
+    )
 
 
 class ContrastiveEncoder(nn.Module):
@@ -52,9 +78,25 @@ class ContrastiveEncoder(nn.Module):
         pretrained: bool = False,
     ) -> None:
         super().__init__()
+        model = "ContrastiveEncoder"
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            in_stack_depth=in_stack_depth,
+            embedding_dim=embedding_dim,
+            projection_dim=projection_dim,
+        )
         if "convnext" not in backbone and "resnet" not in backbone:
-            raise ValueError(f"ContrastiveEncoder supports timm ConvNeXt and ResNet backbones, got {backbone!r}.")
+            raise ValueError(
+                f"ContrastiveEncoder supports timm ConvNeXt and ResNet backbones, got backbone={backbone!r}."
+            )
         encoder = create_timm_backbone(backbone, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate)
+        first_conv = encoder.stem[0] if "convnext" in backbone else encoder.conv1
+        if not isinstance(first_conv, nn.Conv2d):
+            raise ValueError(
+                f"ContrastiveEncoder replaces the backbone's first convolution with its 3D stem; backbone={backbone!r} "
+                "starts with a multi-layer stem instead (for example a ResNet-D): use a plain timm ConvNeXt or ResNet."
+            )
         if "convnext" in backbone:
             in_channels_encoder = encoder.stem[0].out_channels
             # The 2D patchify convolution is replaced by the 3D stem; its layer norm stays.

@@ -6,8 +6,11 @@ import torch
 from monai.networks.nets import ResNetFeatures
 from torch import nn
 
-from viscy_models.contrastive.encoder import check_encoder_input
-from viscy_models.contrastive.projection import projection_mlp
+from viscy_models.components.validation import check_positive_ints
+from viscy_models.contrastive.encoder import check_encoder_input, projection_mlp
+
+# MONAI's 3D ResNets (monai.networks.nets.ResNetFeatures).
+_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
 
 
 class ResNet3dEncoder(nn.Module):
@@ -39,10 +42,16 @@ class ResNet3dEncoder(nn.Module):
         pretrained: bool = False,
     ) -> None:
         super().__init__()
+        check_positive_ints("ResNet3dEncoder", in_channels=in_channels, projection_dim=projection_dim)
+        if backbone not in _BACKBONES:
+            raise ValueError(f"ResNet3dEncoder: backbone must be one of {list(_BACKBONES)}, got {backbone!r}.")
         self.encoder = ResNetFeatures(backbone, pretrained=pretrained, spatial_dims=3, in_channels=in_channels)
         width = self.encoder.layer4[-1].expansion * self.encoder.layer4[0].conv1.out_channels
         if width != embedding_dim:
-            raise ValueError(f"{backbone} produces {width}-wide embeddings: set embedding_dim={width}.")
+            raise ValueError(
+                f"ResNet3dEncoder: backbone {backbone!r} produces {width}-wide embeddings, got embedding_dim="
+                f"{embedding_dim}: set embedding_dim={width}."
+            )
         self.projection = projection_mlp(embedding_dim, embedding_dim, projection_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

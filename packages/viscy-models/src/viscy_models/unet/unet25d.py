@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from viscy_models.components.conv_block import ConvBlock3D
-from viscy_models.components.validation import check_divisible, default_filters
+from viscy_models.components.validation import (
+    check_choice,
+    check_divisible,
+    check_odd_kernel,
+    check_positive_ints,
+    default_filters,
+)
 
 
 class Unet25d(nn.Module):
@@ -26,11 +32,13 @@ class Unet25d(nn.Module):
     in_stack_depth, out_stack_depth : int
         Input and output Z sizes (``out_stack_depth <= in_stack_depth``).
     xy_kernel_size : tuple of int
-        Odd (Y, X) kernel of the convolutions; the encoder uses (3, ky, kx).
+        Odd (Y, X) kernel of the block convolutions; the encoder uses (3, ky, kx), the decoder (1, ky, kx). The
+        terminal convolution is always (1, 3, 3), as in the reference.
     residual : bool
         Use residual connections in the encoder and decoder blocks.
     dropout : float
-        Channel dropout probability in the encoder and decoder blocks (training mode only).
+        Channel dropout probability in [0, 0.5] after every block convolution (training mode only), and after the
+        terminal convolution with ``task="seg"``, as in the reference.
     num_blocks : int
         Number of down-sampling steps; Y and X must be multiples of ``2**num_blocks``.
     num_block_layers : int
@@ -38,7 +46,8 @@ class Unet25d(nn.Module):
     num_filters : sequence of int
         Channels of the ``num_blocks + 1`` encoder levels; empty means ``16 * 2**i``.
     task : {"seg", "reg"}
-        Kept for configuration compatibility; both tasks end in the same terminal block.
+        Terminal block: ``"seg"`` is a convolution, dropout, ReLU and batch normalisation; ``"reg"`` a linear
+        convolution without normalisation (checkpoint format of the reference).
     """
 
     def __init__(
@@ -56,18 +65,30 @@ class Unet25d(nn.Module):
         task: Literal["seg", "reg"] = "seg",
     ) -> None:
         super().__init__()
-        if task not in ("seg", "reg"):
-            raise ValueError(f"task must be 'seg' or 'reg', got {task!r}.")
-        if not 1 <= out_stack_depth <= in_stack_depth:
+        model = "Unet25d"
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            in_stack_depth=in_stack_depth,
+            out_stack_depth=out_stack_depth,
+            num_blocks=num_blocks,
+            num_block_layers=num_block_layers,
+        )
+        if out_stack_depth > in_stack_depth:
             raise ValueError(
-                f"out_stack_depth must be between 1 and in_stack_depth={in_stack_depth}, got {out_stack_depth}."
+                f"Unet25d: out_stack_depth must be between 1 and in_stack_depth={in_stack_depth}, "
+                f"got {out_stack_depth}."
             )
+        ky, kx = check_odd_kernel(xy_kernel_size, "xy_kernel_size", model, dims=2)
+        check_choice(task, "task", model, ("seg", "reg"))
+        if not 0.0 <= dropout <= 0.5:
+            raise ValueError(f"Unet25d: dropout must be in [0, 0.5] (as in the reference), got {dropout!r}.")
         self.num_blocks = num_blocks
         self.in_stack_depth = in_stack_depth
         self.out_stack_depth = out_stack_depth
-        self.num_filters = default_filters(num_filters, num_blocks)
+        self.num_filters = default_filters(num_filters, num_blocks, model)
         down_filters = [in_channels, *self.num_filters]
-        ky, kx = xy_kernel_size
         common = dict(num_repeats=num_block_layers, residual=residual, dropout=dropout)
         z_compression = (1 + in_stack_depth - out_stack_depth, 1, 1)
         self.down_samp = nn.AvgPool3d(kernel_size=(1, 2, 2))
@@ -94,8 +115,17 @@ class Unet25d(nn.Module):
         self.skip_conv_layers = [nn.Conv3d(f, f, z_compression) for f in down_filters[1:-1]]
         for i, layer in enumerate(self.skip_conv_layers):
             self.register_module(f"skip_conv_layer_{i}", layer)
+        # The terminal kernel is (1, 3, 3) whatever xy_kernel_size is (checkpoint format of the reference).
+        seg = task == "seg"
         self.terminal_block = ConvBlock3D(
-            down_filters[1], out_channels, kernel_size=(1, ky, kx), num_repeats=1, activation="relu", residual=False
+            down_filters[1],
+            out_channels,
+            kernel_size=(1, 3, 3),
+            num_repeats=1,
+            norm="batch" if seg else "none",
+            activation="relu" if seg else "linear",
+            residual=False,
+            dropout=dropout if seg else 0.0,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from viscy_models.components.conv_block import ConvBlock2D
-from viscy_models.components.validation import check_divisible, default_filters
+from viscy_models.components.validation import (
+    check_choice,
+    check_divisible,
+    check_odd_kernel,
+    check_positive_ints,
+    default_filters,
+)
 
 
 class Unet2d(nn.Module):
@@ -21,13 +27,13 @@ class Unet2d(nn.Module):
     in_channels, out_channels : int
         Input and output channels.
     kernel_size : tuple of int
-        Odd (Y, X) kernel of every convolution.
+        Odd (Y, X) kernel of every convolution, the terminal one included.
     residual : bool
         Use residual 1x1 projections in the encoder and decoder blocks.
     dropout : float
         Channel dropout probability in the encoder and decoder blocks. The reference truncated it to an
         integer (so 0) and never trained with dropout; here the value is honoured in training mode. It has no
-        parameters, so checkpoints are unaffected.
+        parameters, so checkpoints are unaffected. The terminal block has no dropout.
     num_blocks : int
         Number of down-sampling (and up-sampling) steps; Y and X must be multiples of ``2**num_blocks``.
     num_block_layers : int
@@ -35,8 +41,8 @@ class Unet2d(nn.Module):
     num_filters : sequence of int
         Channels of the ``num_blocks + 1`` encoder levels; empty means ``16 * 2**i``.
     task : {"seg", "reg"}
-        Kept for configuration compatibility; both tasks end in the same terminal convolution + ReLU, as in the
-        reference (so predictions are non-negative).
+        Terminal block: ``"seg"`` ends in a convolution + ReLU (non-negative predictions), ``"reg"`` in a linear
+        convolution. Neither has a normalisation (checkpoint format of the reference).
     """
 
     def __init__(
@@ -52,14 +58,22 @@ class Unet2d(nn.Module):
         task: Literal["seg", "reg"] = "seg",
     ) -> None:
         super().__init__()
-        if task not in ("seg", "reg"):
-            raise ValueError(f"task must be 'seg' or 'reg', got {task!r}.")
-        self.num_blocks = num_blocks
-        self.num_filters = default_filters(num_filters, num_blocks)
-        down_filters = [in_channels, *self.num_filters]
-        block_kwargs = dict(
-            kernel_size=tuple(kernel_size), num_repeats=num_block_layers, residual=residual, dropout=dropout
+        model = "Unet2d"
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_blocks=num_blocks,
+            num_block_layers=num_block_layers,
         )
+        kernel_size = check_odd_kernel(kernel_size, "kernel_size", model, dims=2)
+        check_choice(task, "task", model, ("seg", "reg"))
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Unet2d: dropout must be in [0, 1), got {dropout!r}.")
+        self.num_blocks = num_blocks
+        self.num_filters = default_filters(num_filters, num_blocks, model)
+        down_filters = [in_channels, *self.num_filters]
+        block_kwargs = dict(kernel_size=kernel_size, num_repeats=num_block_layers, residual=residual, dropout=dropout)
         self.down_samp = nn.AvgPool2d(kernel_size=2)
         self.up_samp = nn.Upsample(scale_factor=2, mode="bilinear")
         self.down_conv_blocks = [
@@ -77,11 +91,10 @@ class Unet2d(nn.Module):
         self.terminal_block = ConvBlock2D(
             down_filters[1],
             out_channels,
-            kernel_size=tuple(kernel_size),
+            kernel_size=kernel_size,
             num_repeats=1,
             norm="none",
-            # The reference asked for a linear activation but built a ReLU; checkpoints expect the ReLU.
-            activation="relu",
+            activation="relu" if task == "seg" else "linear",
             residual=False,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -11,7 +12,7 @@ from viscy_models.components.backbones import create_timm_backbone, feature_redu
 from viscy_models.components.decoders import UNeXt2Decoder
 from viscy_models.components.heads import PixelToVoxelHead
 from viscy_models.components.stems import UNeXt2Stem
-from viscy_models.components.validation import check_divisible
+from viscy_models.components.validation import check_choice, check_divisible, check_positive_ints
 
 
 class UNeXt2(nn.Module):
@@ -34,7 +35,8 @@ class UNeXt2(nn.Module):
         Load timm's ImageNet weights into the encoder (needs network access).
     stem_kernel_size : tuple of int
         (Z, Y, X) kernel and stride of the stem. The input's Y and X must be multiples of the total
-        down-sampling, ``stem_kernel_size[1] * 8`` for a four-stage ConvNeXt.
+        down-sampling, ``8 * stem_kernel_size[1:]`` for a four-stage ConvNeXt. The decoder and head up-sample
+        by 32, so only (Z, 4, 4) predicts at the input size (others warn, as the reference returned another size).
     decoder_mode : {"pixelshuffle", "deconv"}
         Decoder up-sampling. The reference's deconv mode crashed; here it works (transposed convolution and
         a MONAI residual block per stage).
@@ -70,8 +72,29 @@ class UNeXt2(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        model = "UNeXt2"
+        check_positive_ints(
+            model,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            in_stack_depth=in_stack_depth,
+            out_stack_depth=in_stack_depth if out_stack_depth is None else out_stack_depth,
+            decoder_conv_blocks=decoder_conv_blocks,
+            head_expansion_ratio=head_expansion_ratio,
+        )
+        check_choice(decoder_mode, "decoder_mode", model, ("pixelshuffle", "deconv"))
         if "convnext" not in backbone:
-            raise ValueError(f"UNeXt2 needs a timm ConvNeXt backbone, got {backbone!r}.")
+            raise ValueError(f"UNeXt2 needs a timm ConvNeXt backbone, got backbone={backbone!r}.")
+        if len(stem_kernel_size) != 3 or min(stem_kernel_size) < 1:
+            raise ValueError(f"UNeXt2: stem_kernel_size must be 3 positive (Z, Y, X) sizes, got {stem_kernel_size}.")
+        if tuple(stem_kernel_size[1:]) != (4, 4):
+            # Valid for the reference (it builds and runs), so a warning rather than an error.
+            warnings.warn(
+                f"UNeXt2: stem_kernel_size={tuple(stem_kernel_size)}: the decoder and head up-sample by 32 = 4 x "
+                "the ConvNeXt stages' 8, so the prediction's (Y, X) is the input's times "
+                f"(4 / {stem_kernel_size[1]}, 4 / {stem_kernel_size[2]}); use (Z, 4, 4) to predict at input size.",
+                stacklevel=2,
+            )
         if in_stack_depth % stem_kernel_size[0]:
             raise ValueError(
                 f"in_stack_depth={in_stack_depth} must be a multiple of the stem's depth kernel "
@@ -82,6 +105,11 @@ class UNeXt2(nn.Module):
             backbone, pretrained=pretrained, features_only=True, drop_path_rate=drop_path_rate
         )
         num_channels = list(encoder.feature_info.channels())
+        if any(b != 2 * a for a, b in zip(num_channels[:-1], num_channels[1:])):
+            raise ValueError(
+                f"UNeXt2: backbone={backbone!r} has feature widths {tuple(num_channels)}; the decoder needs widths "
+                "that double at every stage (each stage takes skip features of half its input width)."
+            )
         # The 2D patchify convolution is replaced by the 3D stem; its layer norm stays.
         encoder.stem_0 = nn.Identity()
         self.encoder_stages = encoder
@@ -103,7 +131,7 @@ class UNeXt2(nn.Module):
         self.out_stack_depth = out_stack_depth
         # Reference attribute read by inference code (tiling multiples); kept for compatibility.
         self.num_blocks = len(num_channels) + 2
-        self.total_stride = feature_reduction(encoder, stem_kernel_size[1])
+        self.total_stride = tuple(feature_reduction(encoder, k) for k in stem_kernel_size[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict ``(B, out_channels, out_stack_depth, Y, X)`` from ``(B, in_channels, in_stack_depth, Y, X)``."""
@@ -112,6 +140,7 @@ class UNeXt2(nn.Module):
                 f"UNeXt2 expects (B, C, {self.in_stack_depth}, Y, X) input (in_stack_depth={self.in_stack_depth}),"
                 f" got {tuple(x.shape)}."
             )
-        check_divisible(x.shape[-2:], self.total_stride, "UNeXt2", "Y and X")
+        for size, stride, axis in zip(x.shape[-2:], self.total_stride, "YX"):
+            check_divisible([size], stride, "UNeXt2", axis)
         features = self.encoder_stages(self.stem(x))
         return self.head(self.decoder(features[::-1]))

@@ -10,6 +10,8 @@ import torch
 from monai.networks.nets import VarAutoEncoder
 from torch import nn
 
+from viscy_models.components.validation import check_choice
+
 
 class BetaVaeMonai(nn.Module):
     """MONAI ``VarAutoEncoder`` returning ``SimpleNamespace(recon_x, mean, logvar, z)``.
@@ -35,8 +37,8 @@ class BetaVaeMonai(nn.Module):
         Residual units per level.
     use_sigmoid : bool
         Apply a sigmoid to the reconstruction.
-    norm : str
-        MONAI normalisation name.
+    norm : {"batch", "instance"}
+        Normalisation of the encoder and decoder layers.
     **kwargs
         Further ``VarAutoEncoder`` arguments (``act``, ``dropout``, ``bias``, ...).
     """
@@ -57,10 +59,19 @@ class BetaVaeMonai(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        check_choice(spatial_dims, "spatial_dims", "BetaVaeMonai", (2, 3))
+        check_choice(norm, "norm", "BetaVaeMonai", ("batch", "instance"))
+        if len(channels) == 0:
+            raise ValueError("BetaVaeMonai: channels must give at least one encoder level, got ().")
         if len(in_shape) != spatial_dims + 1:
-            raise ValueError(f"in_shape must be (C, *spatial) with {spatial_dims} spatial sizes, got {in_shape}.")
+            raise ValueError(
+                f"BetaVaeMonai: in_shape must be (C, *spatial) with spatial_dims={spatial_dims} spatial sizes, "
+                f"got {tuple(in_shape)}."
+            )
         if len(channels) != len(strides):
-            raise ValueError(f"channels {tuple(channels)} and strides {tuple(strides)} differ in length.")
+            raise ValueError(
+                f"BetaVaeMonai: channels {tuple(channels)} and strides {tuple(strides)} must have one entry per level."
+            )
         self.in_shape = tuple(in_shape)
         self.model = VarAutoEncoder(
             spatial_dims=spatial_dims,

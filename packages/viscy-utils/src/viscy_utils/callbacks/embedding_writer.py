@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from viscy_data._typing import INDEX_COLUMNS
+from viscy_data import INDEX_COLUMNS
 
 __all__ = ["EmbeddingWriter", "get_available_index_columns", "read_embedding_dataset", "write_embedding_dataset"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from viscy_data._typing import INDEX_COLUMNS
+from viscy_data import INDEX_COLUMNS
 from viscy_utils.evaluation._inputs import get_obs
 from viscy_utils.evaluation._optional import require
 
