@@ -168,6 +168,24 @@ def test_same_frame_range_makes_every_cell_its_own_positive(tmp_path):
     np.testing.assert_array_equal(idx.sample_positives(anchors, np.random.default_rng(1)), anchors)
 
 
+def test_range_that_rounds_to_zero_frames_is_not_the_ablation(tmp_path):
+    # only (0, 0) hours asks for same-frame positives; 0.05-0.1 h rounds to (0, 0) frames and leaves no anchor
+    rows = [(0, 0, 30, 30, -1), (0, 1, 30, 30, -1), (1, 3, 30, 30, -1)]
+    idx = _index(tmp_path, _tracks(rows), tau=(0.05, 0.1))
+    assert idx.tau_frames["exp"] == (0, 0)
+    assert len(idx.valid_anchors) == 0
+
+
+def test_same_frame_sampler_needs_zero_tau_frames():
+    from dynaclr.index.lineage import subtrees
+    from dynaclr.index.positives import PositiveSampler
+
+    rows = np.arange(3)
+    tree = subtrees(np.array([-1, -1, -1]))
+    with pytest.raises(ValueError, match="same-frame sampler needs tau frames"):
+        PositiveSampler(rows, rows, np.zeros(3, np.int64), np.array([[0, 1]]), tree, same_frame=True)
+
+
 def test_per_experiment_tau_frames(tmp_path):
     rows = _tracks([(0, t, 30, 30, -1) for t in (0, 4)])
     a = make_experiment(tmp_path, "a", condition_wells={"c": ["A/1"]}, tracks=rows, interval_minutes=30)

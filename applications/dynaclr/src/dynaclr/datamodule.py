@@ -65,7 +65,8 @@ class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
     val_experiments : list[str]
         Experiments used for validation (whole experiments; the rest train).
     tau_range : tuple[float, float]
-        Anchor-positive offsets in hours.
+        Anchor-positive offsets in hours; ``(0, 0)`` makes every anchor its own positive (the same frame
+        under independent augmentations: the SimCLR-style, time-agnostic ablation of DynaCLR).
     tau_decay_rate : float
         Decay of the offset distribution.
     batch_size : int
@@ -242,7 +243,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
             frames = {e.name: index.tau_frames[e.name] for e in index.registry.experiments}
             raise ValueError(
                 f"no {split} observation has a positive within tau_range={self.tau_range} hours "
-                f"(frame offsets per experiment {frames}; 0 is never used): widen tau_range"
+                f"(frame offsets per experiment {frames}; 0 only for tau_range (0, 0)): widen tau_range"
             )
         if split == "train" and len(dataset) < self.batch_size:
             raise ValueError(

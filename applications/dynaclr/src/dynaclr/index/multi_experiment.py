@@ -45,7 +45,10 @@ class MultiExperimentIndex:
         (height, width) of the patches, used for border clamping.
     tau_range_hours : tuple[float, float]
         Range of temporal offsets between an anchor and its positive, in hours; converted to frames
-        per experiment with :meth:`ExperimentRegistry.tau_range_frames`. ``tau = 0`` is never used.
+        per experiment with :meth:`ExperimentRegistry.tau_range_frames`. ``tau = 0`` is never used, except
+        for a range of exactly ``(0, 0)`` hours: then every anchor is its own positive (the same frame under
+        independent augmentations, SimCLR-style; the time-agnostic ablation of DynaCLR). A non-zero range
+        that rounds to ``(0, 0)`` frames is not the ablation: it leaves no anchor.
     include_wells : list[str] or None
         Only these wells (``"A/1"``) if given.
     exclude_fovs : list[str] or None
@@ -225,6 +228,7 @@ class MultiExperimentIndex:
             np.array([self.tau_frames[name] for name in self._exp_names], dtype=np.int64).reshape(-1, 2),
             tree,
             describe=lambda rows: str(self.tracks.iloc[rows][["experiment", "fov_name", "track_id", "t"]]),
+            same_frame=self.tau_range_hours == (0.0, 0.0),
         )
         self._anchor_rows = valid_anchor_rows(self._positives, len(self.tracks))
         self.valid_anchors = self.tracks.iloc[self._anchor_rows].reset_index(drop=True)
@@ -235,7 +239,7 @@ class MultiExperimentIndex:
         """Draw a positive for each anchor: its own track or a descendant at ``t + tau``.
 
         ``tau`` is drawn with :func:`dynaclr.tau_sampling.tau_probabilities` (``tau = 0``
-        excluded); when nothing exists at that offset the first offset in ``tau_min..tau_max``
+        excluded unless the range is ``(0, 0)`` hours); when nothing exists at that offset the first offset in ``tau_min..tau_max``
         that has a candidate is used. Among the candidates one is picked uniformly.
 
         Parameters

@@ -6,7 +6,9 @@ For a batch of anchors everything is expanded at once into flat arrays:
 * a *range* is one (offset, subtree track) pair: the observations of that track at ``t + tau``, a
   contiguous run of the table's rows sorted by (track, t).
 
-The number of candidates of an offset is the sum of its ranges; ``tau = 0`` has none.
+The number of candidates of an offset is the sum of its ranges; ``tau = 0`` has none, except for a
+same-frame sampler (``same_frame=True``, tau range ``(0, 0)``): there every anchor is its own positive.
+
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ class PositiveSampler:
         Each track's subtree (itself and its descendants): where positives may come from.
     describe : callable, optional
         Turns anchor rows into text for error messages.
+    same_frame : bool, default False
+        Every anchor is its own (only) positive: the same frame, augmented independently downstream
+        (SimCLR-style; the time-agnostic ablation of DynaCLR). Needs ``tau_frames`` of ``(0, 0)`` everywhere.
+
+    Raises
+    ------
+    ValueError
+        If ``same_frame`` is set and an experiment's tau range is not ``(0, 0)``.
     """
 
     def __init__(
@@ -72,11 +82,15 @@ class PositiveSampler:
         tau_frames: np.ndarray,
         subtrees: Subtrees,
         describe: Callable[[np.ndarray], str] = str,
+        same_frame: bool = False,
     ) -> None:
         self.track_of_row = track_of_row
         self.t_of_row = t_of_row
         self.experiment_of_row = experiment_of_row
         self.tau_frames = np.asarray(tau_frames, dtype=np.int64).reshape(-1, 2)
+        if same_frame and self.tau_frames.any():
+            raise ValueError(f"a same-frame sampler needs tau frames (0, 0) everywhere, got {self.tau_frames.tolist()}")
+        self.same_frame = bool(same_frame)
         self._tau_min, self._tau_max = self.tau_frames[:, 0].copy(), self.tau_frames[:, 1].copy()
         self.subtrees = subtrees
         self.describe = describe
@@ -113,7 +127,9 @@ class PositiveSampler:
         key = member * self._t_span + (t_target - self._t0)
         range_start = np.searchsorted(self._sorted_keys, key, side="left")
         range_end = np.searchsorted(self._sorted_keys, key, side="right")
-        range_count = np.where(offset_tau[range_offset] == 0, 0, range_end - range_start)
+        range_count = range_end - range_start
+        if not self.same_frame:  # tau = 0 (the anchor itself) only counts for the same-frame ablation
+            range_count = np.where(offset_tau[range_offset] == 0, 0, range_count)
         offset_count = np.bincount(range_offset, weights=range_count, minlength=offset_anchor.size).astype(np.int64)
         return PositiveCandidates(
             offset_anchor, offset_tau, offset_count, first_offset, range_offset, range_start, range_count
@@ -134,7 +150,7 @@ class PositiveSampler:
         for code in np.unique(experiment):
             sel = np.flatnonzero(experiment == code)
             lo, hi = (int(v) for v in self.tau_frames[code])
-            probs = tau_probabilities(lo, hi, tau_decay_rate, exclude_zero=True)
+            probs = tau_probabilities(lo, hi, tau_decay_rate, exclude_zero=not self.same_frame)
             drawn_tau[sel] = lo + rng.choice(probs.size, size=sel.size, p=probs) if probs.sum() > 0 else lo
         chosen = found.first_offset + (drawn_tau - tau_min)
         empty = found.offset_count[chosen] == 0
