@@ -188,7 +188,7 @@ def test_demo_yml_is_a_multi_experiment_config_with_all_axes():
     assert config["trainer"]["accelerator"] == "cpu"
 
 
-def test_configs_get_the_run_paths_and_differ_only_in_tau(tmp_path):
+def test_configs_get_the_run_paths_and_differ_only_in_positives(tmp_path):
     template = yaml.safe_load(demo_config_path().read_text())
     fit = _fit_config(template, tmp_path, tmp_path / "experiments.yml", "val", max_epochs=2, seed=3)
     assert fit["data"]["init_args"]["experiments_yaml"] == str(tmp_path / "experiments.yml")
@@ -199,9 +199,9 @@ def test_configs_get_the_run_paths_and_differ_only_in_tau(tmp_path):
     assert "/path/to" not in yaml.safe_dump(fit)
     assert template["data"]["init_args"]["experiments_yaml"] != fit["data"]["init_args"]["experiments_yaml"]
     # the ablation is the same run with same-frame positives
-    ablation = _fit_config(template, tmp_path, tmp_path / "experiments.yml", "val", 2, 3, tau_range=[0.0, 0.0])
-    assert ablation["data"]["init_args"].pop("tau_range") == [0.0, 0.0]
-    assert fit["data"]["init_args"].pop("tau_range") == template["data"]["init_args"]["tau_range"]
+    ablation = _fit_config(template, tmp_path, tmp_path / "experiments.yml", "val", 2, 3, same_frame_positives=True)
+    assert ablation["data"]["init_args"].pop("same_frame_positives") is True
+    assert fit["data"]["init_args"].pop("same_frame_positives") is False
     assert ablation == fit
     predict = _predict_config(fit, ["a", "held"], tmp_path / "e.zarr", tmp_path / "last.ckpt", tmp_path / "p")
     assert predict["trainer"]["default_root_dir"] == str(tmp_path / "p")
@@ -356,14 +356,13 @@ def test_reduced_demo_reports_every_method_and_readout(tmp_path):
         for key in READOUTS:
             value = summary["mean"][key]
             assert np.isfinite(value) and -1.0 <= value <= 1.0, (method, key, value)
-    assert metrics["settings"]["ablation_tau_range_hours"] == [0.0, 0.0]
     assert metrics["seconds"]["total"] > 0 and metrics["machine"]["cpu_count"] >= 1
     assert "dynaclr" in metrics["source"]
     # the ablation trained from the same config except its positives
     fit = yaml.safe_load((out / "runs" / "dynaclr_seed0" / "configs" / "fit.yml").read_text())
     ablation = yaml.safe_load((out / "runs" / "same_frame_ablation_seed0" / "configs" / "fit.yml").read_text())
-    assert ablation["data"]["init_args"].pop("tau_range") == [0.0, 0.0]
-    assert fit["data"]["init_args"].pop("tau_range") != [0.0, 0.0]
+    assert ablation["data"]["init_args"].pop("same_frame_positives") is True
+    assert fit["data"]["init_args"].pop("same_frame_positives") is False
     assert fit["model"] == ablation["model"] and fit["data"] == ablation["data"]
     for run in ("dynaclr_seed0", "same_frame_ablation_seed0"):
         assert (out / "runs" / run / "checkpoints" / "last.ckpt").is_file()

@@ -65,8 +65,7 @@ class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
     val_experiments : list[str]
         Experiments used for validation (whole experiments; the rest train).
     tau_range : tuple[float, float]
-        Anchor-positive offsets in hours; ``(0, 0)`` makes every anchor its own positive (the same frame
-        under independent augmentations: the SimCLR-style, time-agnostic ablation of DynaCLR).
+        Anchor-positive offsets in hours (``tau = 0`` is never drawn).
     tau_decay_rate : float
         Decay of the offset distribution.
     batch_size : int
@@ -101,6 +100,10 @@ temporal_global_fraction, experiment_weights, condition_ratio
         Directory for the saved index (see :class:`~dynaclr.index.MultiExperimentIndex`).
     experiments_file : str or None
         Alias of ``experiments_yaml``.
+    same_frame_positives : bool, default False
+        The time-agnostic ablation of DynaCLR (SimCLR-style): every anchor is its own positive, the same
+        frame under independent augmentations. Anchors, batches, augmentations and random draws stay those
+        of ``tau_range``, so a model trained with it differs from DynaCLR only in its positives.
 
     Notes
     -----
@@ -148,6 +151,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         predict_experiments: list[str] | None = None,
         index_cache_dir: str | None = None,
         experiments_file: str | None = None,
+        same_frame_positives: bool = False,
     ) -> None:
         super().__init__()
         if experiments_yaml is None:
@@ -161,6 +165,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.final_yx_patch_size = tuple(final_yx_patch_size)
         self.val_experiments = list(val_experiments or [])
         self.tau_range = tuple(tau_range)
+        self.same_frame_positives = bool(same_frame_positives)
         self.tau_decay_rate = tau_decay_rate
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -243,7 +248,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
             frames = {e.name: index.tau_frames[e.name] for e in index.registry.experiments}
             raise ValueError(
                 f"no {split} observation has a positive within tau_range={self.tau_range} hours "
-                f"(frame offsets per experiment {frames}; 0 only for tau_range (0, 0)): widen tau_range"
+                f"(frame offsets per experiment {frames}; 0 is never used): widen tau_range"
             )
         if split == "train" and len(dataset) < self.batch_size:
             raise ValueError(
@@ -260,6 +265,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
             include_wells=self.include_wells,
             exclude_fovs=self.exclude_fovs,
             cache_dir=self.index_cache_dir,
+            same_frame_positives=self.same_frame_positives,
         )
         return MultiExperimentTripletDataset(
             index,

@@ -6,9 +6,9 @@ For a batch of anchors everything is expanded at once into flat arrays:
 * a *range* is one (offset, subtree track) pair: the observations of that track at ``t + tau``, a
   contiguous run of the table's rows sorted by (track, t).
 
-The number of candidates of an offset is the sum of its ranges; ``tau = 0`` has none, except for a
-same-frame sampler (``same_frame=True``, tau range ``(0, 0)``): there every anchor is its own positive.
-
+The number of candidates of an offset is the sum of its ranges; ``tau = 0`` has none. A same-frame sampler
+(``same_frame_positives=True``, the ablation of DynaCLR) finds and draws exactly as the temporal one, then
+returns each anchor as its own positive.
 """
 
 from __future__ import annotations
@@ -64,14 +64,11 @@ class PositiveSampler:
         Each track's subtree (itself and its descendants): where positives may come from.
     describe : callable, optional
         Turns anchor rows into text for error messages.
-    same_frame : bool, default False
-        Every anchor is its own (only) positive: the same frame, augmented independently downstream
-        (SimCLR-style; the time-agnostic ablation of DynaCLR). Needs ``tau_frames`` of ``(0, 0)`` everywhere.
-
-    Raises
-    ------
-    ValueError
-        If ``same_frame`` is set and an experiment's tau range is not ``(0, 0)``.
+    same_frame_positives : bool, default False
+        Return every anchor as its own positive (the same frame, augmented independently downstream:
+        SimCLR-style, the time-agnostic ablation of DynaCLR). Everything else is unchanged, so the ablation
+        trains identically to the temporal sampler: the valid anchors are those with a positive in
+        ``tau_frames`` and the random stream is consumed by the same draws.
     """
 
     def __init__(
@@ -82,15 +79,13 @@ class PositiveSampler:
         tau_frames: np.ndarray,
         subtrees: Subtrees,
         describe: Callable[[np.ndarray], str] = str,
-        same_frame: bool = False,
+        same_frame_positives: bool = False,
     ) -> None:
         self.track_of_row = track_of_row
         self.t_of_row = t_of_row
         self.experiment_of_row = experiment_of_row
         self.tau_frames = np.asarray(tau_frames, dtype=np.int64).reshape(-1, 2)
-        if same_frame and self.tau_frames.any():
-            raise ValueError(f"a same-frame sampler needs tau frames (0, 0) everywhere, got {self.tau_frames.tolist()}")
-        self.same_frame = bool(same_frame)
+        self.same_frame_positives = bool(same_frame_positives)
         self._tau_min, self._tau_max = self.tau_frames[:, 0].copy(), self.tau_frames[:, 1].copy()
         self.subtrees = subtrees
         self.describe = describe
@@ -127,9 +122,7 @@ class PositiveSampler:
         key = member * self._t_span + (t_target - self._t0)
         range_start = np.searchsorted(self._sorted_keys, key, side="left")
         range_end = np.searchsorted(self._sorted_keys, key, side="right")
-        range_count = range_end - range_start
-        if not self.same_frame:  # tau = 0 (the anchor itself) only counts for the same-frame ablation
-            range_count = np.where(offset_tau[range_offset] == 0, 0, range_count)
+        range_count = np.where(offset_tau[range_offset] == 0, 0, range_end - range_start)
         offset_count = np.bincount(range_offset, weights=range_count, minlength=offset_anchor.size).astype(np.int64)
         return PositiveCandidates(
             offset_anchor, offset_tau, offset_count, first_offset, range_offset, range_start, range_count
@@ -150,7 +143,7 @@ class PositiveSampler:
         for code in np.unique(experiment):
             sel = np.flatnonzero(experiment == code)
             lo, hi = (int(v) for v in self.tau_frames[code])
-            probs = tau_probabilities(lo, hi, tau_decay_rate, exclude_zero=not self.same_frame)
+            probs = tau_probabilities(lo, hi, tau_decay_rate, exclude_zero=True)
             drawn_tau[sel] = lo + rng.choice(probs.size, size=sel.size, p=probs) if probs.sum() > 0 else lo
         chosen = found.first_offset + (drawn_tau - tau_min)
         empty = found.offset_count[chosen] == 0
@@ -172,4 +165,6 @@ class PositiveSampler:
         target = _starts(totals) + np.floor(rng.random(rows.size) * totals).astype(np.int64)
         hit = np.searchsorted(cumulative, target, side="right")
         within = target - (cumulative[hit] - counts[hit])
+        if self.same_frame_positives:  # drawn as above all the same, so both samplers use one random stream
+            return rows.copy()
         return self._order[found.range_start[taken][hit] + within]
