@@ -10,7 +10,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from dynaclr.demo.baselines import DISC_RADII, baseline_features
 from dynaclr.demo.data import DEMO_EXPERIMENTS, DemoExperiment, write_demo_dataset
 from dynaclr.demo.report import (
     METHODS,
@@ -22,6 +21,7 @@ from dynaclr.demo.report import (
     score_representation,
     split_by_experiment,
     summarise,
+    track_groups,
     transition_tracks,
 )
 from dynaclr.demo.run import _PRESETS, _fit_config, _predict_config, demo_config_path, main, run_demo
@@ -257,6 +257,12 @@ def test_split_by_experiment_labels_blocks_and_catches_misorder():
     assert out["a"].n_obs == 24 and out["b"].n_obs == 36
     np.testing.assert_array_equal(out["b"].X, xb)
     np.testing.assert_array_equal(out["b"].obs["infection_state"], truth_b["infection_state"])
+    assert (out["b"].obs["experiment"] == "b").all()
+    # the read-outs' cross-validation groups: one per track of an experiment, never shared across experiments
+    both = pd.concat([out["a"].obs, out["b"].obs], ignore_index=True)
+    groups = track_groups(both)
+    assert len(np.unique(groups)) == 4 + 6
+    assert not set(groups[:24]) & set(groups[24:])
     with pytest.raises(ValueError, match="rows"):
         split_by_experiment(xa, index.iloc[:24], truth, ["a", "b"])
     # the b block embedded first: the same track ids and frames, but b's cells are elsewhere than a's
@@ -310,16 +316,6 @@ def test_summary_table_and_figure_from_metrics(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_baseline_features_of_patches():
-    rng = np.random.default_rng(2)
-    patches = rng.normal(size=(5, 2, 3, 32, 32)).astype(np.float32)
-    features = baseline_features(patches)
-    assert features["raw_pixels"].shape == (5, 2 * 3 * 32 * 32)
-    np.testing.assert_array_equal(features["raw_pixels"][1], patches[1].ravel())
-    assert features["disc_features"].shape == (5, 2 * len(DISC_RADII) * 5)
-    assert np.isfinite(features["disc_features"]).all()
-
-
 def test_plot_writes_png(tmp_path):
     rng = np.random.default_rng(1)
     adata = anndata.AnnData(*_labelled(6, 6, rng, 1.0))
@@ -337,6 +333,7 @@ def test_reduced_demo_reports_every_method_and_readout(tmp_path):
         "dynaclr.cli",
         "demo",
         "--fast",
+        "--tune_cpu",  # opt-in, as for `dynaclr fit`: idle OpenMP spinning slows a busy CI machine ~10x
         "--score-on",
         "validation",
         "--output-dir",
@@ -348,7 +345,7 @@ def test_reduced_demo_reports_every_method_and_readout(tmp_path):
     assert metrics["split"] == "validation" and metrics["scored_experiment"] == metrics["validation_experiment"]
     assert metrics["scored_experiment"] not in metrics["train_experiments"]
     assert metrics["test_experiment"] not in metrics["train_experiments"]
-    assert metrics["seeds"] == [0]
+    assert metrics["seeds"] == [0] and metrics["tune_cpu"] is True
     assert set(metrics["methods"]) == set(METHODS)
     for method, summary in metrics["methods"].items():
         # every number is computed (the ranking is science, not a unit test)
@@ -381,5 +378,5 @@ def test_demo_is_a_dynaclr_subcommand():
     assert "demo" in runner.invoke(dynaclr, ["--help"]).output
     result = runner.invoke(dynaclr, ["demo", "--help"])
     assert result.exit_code == 0
-    for option in ("--output-dir", "--overwrite", "--fast", "--seeds", "--data-seed", "--score-on"):
+    for option in ("--output-dir", "--overwrite", "--fast", "--seeds", "--data-seed", "--score-on", "--tune_cpu"):
         assert option in result.output

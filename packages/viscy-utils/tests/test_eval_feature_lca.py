@@ -254,3 +254,5 @@ def test_disc_intensity_features_errors():
         disc_intensity_features(np.zeros((2, 2, 9, 9)), {"cell": 3.0}, ["a"])
     with pytest.raises(ValueError, match="holds no pixel"):
         disc_intensity_features(np.zeros((2, 1, 8, 8)), {"dot": 0.5})
+    with pytest.raises(ValueError, match="holds no pixel"):
+        disc_intensity_features(np.zeros((2, 1, 9, 9)), {"dot": -1.0})  # |r| would cover the centre

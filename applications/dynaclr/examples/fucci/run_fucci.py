@@ -62,7 +62,7 @@ FOV = "A/1/0"
 #: rounds of division) train and test; the three single-cell tracks validate
 SPLITS = {"train": (0,), "val": (2, 3, 10), "test": (1,)}
 #: median TrackMate spot radius 7.4 um = 13.6 px; a HaCaT cell is about twice the nucleus
-DISC_RADII_PX = (13.0, 26.0)
+DISC_RADII_PX = {"nucleus": 13.0, "cell": 26.0}
 PHASES = ("G1", "G1/S", "S/G2/M")
 
 
@@ -299,19 +299,15 @@ def score(features: np.ndarray, cells: pd.DataFrame, seed: int = 0) -> dict[str,
     return {k: round(float(v), 4) for k, v in result.items()}
 
 
-def baseline_features(datamodule) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def patch_baselines(datamodule) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Raw pixels and disc intensity statistics of the very patches the encoder embeds.
 
     ``datamodule`` is the one a ``dynaclr predict`` run used (its reader, normalisation and crop).
     """
-    from dynaclr.evaluation.baselines import cell_patches, disc_intensity_features
+    from dynaclr.evaluation.baselines import baseline_features, cell_patches
 
     patches = cell_patches(datamodule)
-    features = {
-        "raw_pixels": patches.images.reshape(len(patches.images), -1),
-        "disc_intensity": disc_intensity_features(patches.images, DISC_RADII_PX),
-    }
-    return features, patches.index
+    return baseline_features(patches.images, DISC_RADII_PX), patches.index
 
 
 def mean_sd(values: list[float]) -> str:
@@ -392,10 +388,10 @@ def run(
             echo(f"      {label}: {methods[label][-1]}")
 
     echo("[5/5] Baselines on the same patches: raw-pixel probe, intensity statistics in nucleus/cell discs")
-    features, index = baseline_features(predicted.datamodule)
+    features, index = patch_baselines(predicted.datamodule)
     cells = labelled(index, prepared.truth)
     methods["raw-pixel linear probe"] = [score(features["raw_pixels"], cells)]
-    methods["disc intensity features"] = [score(features["disc_intensity"], cells)]
+    methods["disc intensity features"] = [score(features["disc_features"], cells)]
 
     seconds = time.perf_counter() - start
     metrics = {

@@ -6,7 +6,9 @@ Every representation (a learned encoder's embeddings or a baseline's features) i
   applied to the scored experiment;
 - **time since onset**: Spearman correlation between the true and the predicted hours since infection onset
   of the scored experiment's infected cells, from a ridge regression trained on the training experiments'
-  infected cells;
+  infected cells (both read-outs: :func:`dynaclr.evaluation.baselines.fit_linear_probe` and
+  :func:`~dynaclr.evaluation.baselines.fit_linear_readout`, standardised features, regularisation chosen by
+  cross-validation on the training cells grouped by track);
 - **temporal order**: within-track rank correlation of feature distance with time lag
   (:func:`viscy_utils.evaluation.smoothness.compute_temporal_order`) over the tracks of the scored experiment
   in which the cell gets infected; frames of one cell only, so per-cell constants (brightness, shape) score 0.
@@ -31,6 +33,7 @@ __all__ = [
     "score_representation",
     "split_by_experiment",
     "summarise",
+    "track_groups",
     "transition_tracks",
 ]
 
@@ -99,7 +102,7 @@ def split_by_experiment(
     Returns
     -------
     dict of str to anndata.AnnData
-        Experiment -> features with ``obs`` = keys and ground truth.
+        Experiment -> features with ``obs`` = experiment, keys and ground truth.
 
     Raises
     ------
@@ -127,10 +130,17 @@ def split_by_experiment(
                 f"{source}: {int(missing.sum())} cells of the {name} block have no annotation, e.g. {example}"
             )
         obs = merged.drop(columns=["y_truth", "x_truth"]).astype({"infection_state": int, "infection_onset": int})
+        obs.insert(0, "experiment", name)
         obs.index = obs.index.astype(str)
         out[name] = anndata.AnnData(X=np.asarray(features[start : start + count], dtype=np.float32), obs=obs)
         start += count
     return out
+
+
+def track_groups(obs: pd.DataFrame) -> np.ndarray:
+    """One integer per track (experiment, FOV and track id): the groups of the read-outs' cross-validation."""
+    keys = obs["experiment"].astype(str) + "/" + obs["fov_name"].astype(str) + "/" + obs["track_id"].astype(str)
+    return pd.factorize(keys)[0]
 
 
 def transition_tracks(obs: pd.DataFrame) -> np.ndarray:
@@ -153,7 +163,7 @@ def score_representation(train, scored, seed: int = 42) -> Readouts:
     scored : anndata.AnnData
         Labelled features of the scored (validation or test) experiment.
     seed : int, default 42
-        Seed of the logistic regression.
+        Seed of the logistic regression's solver.
 
     Returns
     -------
@@ -161,30 +171,22 @@ def score_representation(train, scored, seed: int = 42) -> Readouts:
         The three read-outs.
     """
     from scipy.stats import spearmanr
-    from sklearn.linear_model import RidgeCV
     from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    from viscy_utils.evaluation.linear_classifier import train_linear_classifier
+    from dynaclr.evaluation.baselines import fit_linear_probe, fit_linear_readout
     from viscy_utils.evaluation.smoothness import compute_temporal_order
 
-    pipeline, _ = train_linear_classifier(
-        train,
-        "infection_state",
-        split_train_data=1.0,
-        classifier_params={"max_iter": 2000, "class_weight": "balanced"},
-        random_seed=seed,
-    )
-    predicted = pipeline.predict(np.asarray(scored.X))
-    accuracy = balanced_accuracy_score(scored.obs["infection_state"].astype(str).to_numpy(), predicted)
+    train_x, scored_x = np.asarray(train.X), np.asarray(scored.X)
+    groups = track_groups(train.obs)
+    infection = train.obs["infection_state"].to_numpy()
+    probe = fit_linear_probe(train_x, infection, groups, seed=seed)
+    accuracy = balanced_accuracy_score(scored.obs["infection_state"].to_numpy(), probe.predict(scored_x))
 
-    # ridge penalty chosen by leave-one-out on the training cells only
-    infected_train = train.obs["infection_state"].to_numpy() == 1
+    infected_train = infection == 1
     infected_scored = scored.obs["infection_state"].to_numpy() == 1
-    regression = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
-    regression.fit(np.asarray(train.X)[infected_train], train.obs["hours_since_onset"].to_numpy()[infected_train])
-    hours = regression.predict(np.asarray(scored.X)[infected_scored])
+    hours_train = train.obs["hours_since_onset"].to_numpy()[infected_train]
+    readout = fit_linear_readout(train_x[infected_train], hours_train, groups[infected_train])
+    hours = readout.predict(scored_x[infected_scored])
     rho = spearmanr(scored.obs["hours_since_onset"].to_numpy()[infected_scored], hours).statistic
 
     order = compute_temporal_order(scored, track_mask=transition_tracks(scored.obs))

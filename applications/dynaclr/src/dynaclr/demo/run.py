@@ -36,7 +36,6 @@ try:  # the evaluation half needs the eval extra; fail here so `dynaclr demo` na
 except ImportError as err:
     raise ImportError(f'dynaclr demo needs {err.name}: pip install "dynaclr[eval]"') from err
 
-from dynaclr.demo.baselines import baseline_features, read_patches
 from dynaclr.demo.data import DemoDataset, write_demo_dataset
 from dynaclr.demo.report import (
     READOUTS,
@@ -47,8 +46,9 @@ from dynaclr.demo.report import (
     split_by_experiment,
     summarise,
 )
+from dynaclr.evaluation.baselines import baseline_features, cell_patches
 
-__all__ = ["DemoResult", "demo_config_path", "main", "run_demo"]
+__all__ = ["DISC_RADII", "DemoResult", "demo_config_path", "main", "run_demo"]
 
 #: what the synthetic cells look like (both presets), chosen for realism before any model was scored. Cells stay
 #: half a patch from the border so every patch is centred on its cell. In the infected wells each lineage is
@@ -77,6 +77,8 @@ _PRESETS = {
         "max_epochs": 1,
     },
 }
+#: discs of the hand-made features, in pixels: about the synthetic nucleus and the whole synthetic cell
+DISC_RADII = {"nucleus": 3.0, "cell": 7.0}
 #: the learned methods, trained or not, once per training seed
 _ENCODERS = ("dynaclr", "same_frame_ablation", "untrained_encoder")
 #: titles of the PCA panels
@@ -244,6 +246,7 @@ def run_demo(
     data_seed: int = 0,
     score_on: str = "test",
     max_epochs: int | None = None,
+    tune_cpu: bool = False,
     echo=print,
 ) -> DemoResult:
     """Run the whole demo and return what it measured.
@@ -266,6 +269,10 @@ def run_demo(
         reported run (score it once, after the settings are committed).
     max_epochs : int, optional
         Override the preset's number of epochs.
+    tune_cpu : bool, default False
+        Tune the CPU runtime first (:func:`viscy_utils.cpu_runtime.tune_cpu_runtime`, what ``dynaclr fit
+        --tune_cpu`` does): process-wide allocator and OpenMP settings, so only when asked for. It takes effect
+        only if torch is not loaded yet; on a busy machine it spares the time idle OpenMP threads spin.
     echo : callable, default print
         Receives the progress and summary lines.
 
@@ -287,11 +294,12 @@ def run_demo(
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds must name at least one seed, each once; got {seeds!r}")
 
-    from viscy_utils.cpu_runtime import tune_cpu_runtime
+    if tune_cpu:
+        from viscy_utils.cpu_runtime import tune_cpu_runtime
 
-    # what `dynaclr fit` does first, here before the data writer loads torch: OpenMP threads that spin while
-    # waiting made training ~10x slower on a busy 2-core machine (the setting is read when torch loads)
-    tune_cpu_runtime()
+        # what `dynaclr fit --tune_cpu` does first, here before the data writer loads torch: OpenMP threads that
+        # spin while waiting made training ~10x slower on a busy 2-core machine (read when torch loads)
+        tune_cpu_runtime()
     # the CLI is driven from Python on purpose; Lightning warns whenever sys.argv also holds arguments
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
     start, cpu_start, load_start = time.perf_counter(), _cpu_seconds(), os.getloadavg()
@@ -352,9 +360,9 @@ def run_demo(
                 pca[_PCA_TITLES[method]] = labelled[scored]
         if i == 0:
             tick = time.perf_counter()
-            patches, index = read_patches(cli.datamodule)
-            for method, features in baseline_features(patches).items():
-                labelled = split_by_experiment(features, index, dataset.annotations, names, source=method)
+            patches = cell_patches(cli.datamodule)
+            for method, features in baseline_features(patches.images, DISC_RADII).items():
+                labelled = split_by_experiment(features, patches.index, dataset.annotations, names, source=method)
                 per_seed[method]["-"] = _score(labelled, dataset.train_experiments, scored)
             del patches
             timings["baselines"] = time.perf_counter() - tick
@@ -371,12 +379,14 @@ def run_demo(
         "seeds": seed_list,
         "data_seed": data_seed,
         "fast": bool(fast),
+        "tune_cpu": bool(tune_cpu),
         "settings": {
             "config": template_path.name,
             "max_epochs": epochs,
             "tau_range_hours": template["data"]["init_args"]["tau_range"],
             "ablation": "same_frame_positives: true (otherwise the DynaCLR config)",
             "data": {k: list(v) if isinstance(v, tuple) else v for k, v in preset["data"].items()},
+            "disc_radii_px": DISC_RADII,
         },
         "readouts": {key: description for key, (_, description) in READOUTS.items()},
         "methods": scores,
@@ -482,7 +492,17 @@ def _summary(result: DemoResult, metrics: dict, template: Path) -> str:
     show_default=True,
     help="Experiment to score: 'validation' while choosing settings, 'test' for a reported run.",
 )
-def main(output_dir: Path, overwrite: bool, fast: bool, seeds: int, data_seed: int, score_on: str) -> None:
+@click.option(
+    "--tune_cpu",
+    "--tune-cpu",
+    "tune_cpu",
+    is_flag=True,
+    help="Tune the CPU runtime first, as `dynaclr fit --tune_cpu` (huge pages, heap reuse, no OpenMP spinning; "
+    "much faster on a busy machine). Off by default; VISCY_TUNE_CPU=1 too.",
+)
+def main(
+    output_dir: Path, overwrite: bool, fast: bool, seeds: int, data_seed: int, score_on: str, tune_cpu: bool
+) -> None:
     """Quickstart: train DynaCLR on synthetic infection time-lapses (CPU, minutes) and score it against baselines.
 
     Writes synthetic experiments, trains DynaCLR and its tau = 0 (same-frame) ablation through the same
@@ -490,6 +510,8 @@ def main(output_dir: Path, overwrite: bool, fast: bool, seeds: int, data_seed: i
     read-outs of infection, time since infection onset and within-track temporal order for DynaCLR, the
     ablation, the untrained encoder, raw pixels and hand-made disc intensity features.
     """
+    from viscy_utils.cli import split_tune_cpu
+
     try:
         run_demo(
             output_dir,
@@ -498,6 +520,7 @@ def main(output_dir: Path, overwrite: bool, fast: bool, seeds: int, data_seed: i
             seeds=seeds,
             data_seed=data_seed,
             score_on=score_on,
+            tune_cpu=tune_cpu or split_tune_cpu([])[0],  # the switch, or VISCY_TUNE_CPU as for `dynaclr fit`
             echo=click.echo,
         )
     except FileExistsError as err:

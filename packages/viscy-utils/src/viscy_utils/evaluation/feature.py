@@ -452,7 +452,8 @@ def disc_intensity_features(
     Raises
     ------
     ValueError
-        If the patches are not 4-D or 5-D, the channel names do not match the channels, or a disc holds no pixel.
+        If the patches are not 4-D or 5-D, the channel names do not match the channels, or a radius is not
+        positive or its disc holds no pixel.
     """
     patches = np.asarray(patches)
     if patches.ndim == 4:
@@ -468,7 +469,7 @@ def disc_intensity_features(
     columns = {}
     for disc, radius in radii.items():
         mask = r2 <= radius**2
-        if not mask.any():
+        if radius <= 0 or not mask.any():
             raise ValueError(f"disc {disc!r} of radius {radius} holds no pixel of a {height}x{width} patch")
         values = patches[..., mask].reshape(n, c, -1).astype(np.float64)  # (N, C, Z * pixels)
         stats = {
