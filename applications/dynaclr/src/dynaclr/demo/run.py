@@ -73,7 +73,7 @@ _DATA = {
 _PRESETS = {
     False: {"data": {**_DATA, "n_timepoints": 16, "fovs_per_well": 2, "cells_per_fov": 10}, "max_epochs": 4},
     True: {
-        "data": {**_DATA, "yx_size": (96, 96), "n_timepoints": 10, "fovs_per_well": 1, "cells_per_fov": 6},
+        "data": {**_DATA, "yx_size": (96, 96), "n_timepoints": 10, "fovs_per_well": 1, "cells_per_fov": 4},
         "max_epochs": 1,
     },
 }
