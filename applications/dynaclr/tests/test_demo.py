@@ -312,6 +312,9 @@ def test_summary_table_and_figure_from_metrics(tmp_path):
     table = format_table(metrics)
     assert "DynaCLR (n=3)" in table and "0.910 +- 0.010" in table and "raw pixels" in table
     assert all(header in table for header, _ in READOUTS.values())
+    markdown = format_table(metrics, markdown=True).splitlines()
+    assert markdown[0].startswith("| method |") and len(markdown) == 2 + 2
+    assert "| DynaCLR (n=3) | 0.910 ± 0.010 |" in markdown[2] and markdown[3].startswith("| raw pixels | 0.800 |")
     path = plot_readouts(json.loads(json.dumps(metrics)), tmp_path / "r.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

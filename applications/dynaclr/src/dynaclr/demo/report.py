@@ -224,29 +224,38 @@ def _cell(summary: dict, key: str) -> str:
     return f"{mean:.3f}" if sd is None else f"{mean:.3f} +- {sd:.3f}"
 
 
-def format_table(metrics: dict) -> str:
+def format_table(metrics: dict, markdown: bool = False) -> str:
     """Format the read-outs of a ``metrics.json`` as a table (mean +- sd over seeds; one value if deterministic).
 
     Parameters
     ----------
     metrics : dict
         As written by :func:`dynaclr.demo.run.run_demo`.
+    markdown : bool, default False
+        A Markdown table (``±``) instead of the fixed-width text the demo prints: what the README shows.
 
     Returns
     -------
     str
-        A fixed-width table, one row per method and one column per read-out.
+        One row per method and one column per read-out.
     """
-    width = 32
-    header = f"  {'method':{width}s}" + "".join(f"{READOUTS[k][0]:>24s}" for k in READOUTS)
-    lines = [header]
+    rows = []
     for key, label in METHODS.items():
         summary = metrics["methods"].get(key)
         if summary is None:
             continue
-        n = summary["n"]
-        name = f"{label} (n={n})" if key in ("dynaclr", "same_frame_ablation", "untrained_encoder") else label
-        lines.append(f"  {name:{width}s}" + "".join(f"{_cell(summary, k):>24s}" for k in READOUTS))
+        name = (
+            f"{label} (n={summary['n']})" if key in ("dynaclr", "same_frame_ablation", "untrained_encoder") else label
+        )
+        rows.append([name, *(_cell(summary, k) for k in READOUTS)])
+    if markdown:
+        lines = ["| method | " + " | ".join(READOUTS[k][0] for k in READOUTS) + " |"]
+        lines.append("|---|" + "---:|" * len(READOUTS))
+        lines += ["| " + " | ".join(cell.replace("+-", "±") for cell in row) + " |" for row in rows]
+        return "\n".join(lines)
+    width = 32
+    lines = [f"  {'method':{width}s}" + "".join(f"{READOUTS[k][0]:>24s}" for k in READOUTS)]
+    lines += [f"  {row[0]:{width}s}" + "".join(f"{cell:>24s}" for cell in row[1:]) for row in rows]
     return "\n".join(lines)
 
 
