@@ -21,6 +21,7 @@ import yaml
 
 from dynaclr.demo import run as demo
 from dynaclr.demo.data import write_demo_dataset
+from dynaclr.run_configs import write_config
 
 
 def _set(config: dict, dotted: str, value) -> None:
@@ -55,7 +56,7 @@ def main() -> None:
             template, run_dir, dataset.experiments_yaml, dataset.validation, preset["max_epochs"], seed
         )
         start = time.perf_counter()
-        demo._run_cli(["fit", "-c", str(demo._write_yaml(config, run_dir / "configs" / "fit.yml"))])
+        demo._run_cli(["fit", "-c", str(write_config(config, run_dir / "configs" / "fit.yml"))])
         labelled, _ = demo._embed(config, run_dir / "checkpoints" / "last.ckpt", names, run_dir, dataset)
         scores = demo._score(labelled, dataset.train_experiments, dataset.validation)
         record = {

@@ -17,7 +17,6 @@ Settings are chosen with ``--score-on validation``; reported runs score the test
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -47,6 +46,7 @@ from dynaclr.demo.report import (
     summarise,
 )
 from dynaclr.evaluation.baselines import baseline_features, cell_patches
+from dynaclr.run_configs import fit_run_config, predict_run_config, write_config
 
 __all__ = ["DISC_RADII", "DemoResult", "demo_config_path", "main", "run_demo"]
 
@@ -158,51 +158,28 @@ def _fit_config(
     same_frame_positives: bool = False,
 ) -> dict:
     """Fill the template with a run's paths, validation experiment, epochs, seed and positives (ablation)."""
-    config = copy.deepcopy(template)
-    config["seed_everything"] = seed
-    trainer = config["trainer"]
-    trainer["max_epochs"] = max_epochs
-    trainer["logger"]["init_args"]["save_dir"] = str(run_dir / "logs")
-    for callback in trainer["callbacks"]:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(run_dir / "checkpoints")
-    data = config["data"]["init_args"]
-    data["experiments_yaml"] = str(experiments_yaml)
-    data["val_experiments"] = [validation]
-    data["seed"] = seed
-    data["same_frame_positives"] = bool(same_frame_positives)
-    return config
+    data = {
+        "experiments_yaml": str(experiments_yaml),
+        "val_experiments": [validation],
+        "same_frame_positives": bool(same_frame_positives),
+    }
+    return fit_run_config(
+        template,
+        log_dir=run_dir / "logs",
+        checkpoint_dir=run_dir / "checkpoints",
+        seed=seed,
+        max_epochs=max_epochs,
+        data=data,
+    )
 
 
 def _predict_config(
     fit_config: dict, experiments: list[str], store: Path, checkpoint: Path | None, log_dir: Path
 ) -> dict:
     """Embed every cell of ``experiments`` with the fit config's model and data pipeline."""
-    config = copy.deepcopy(fit_config)
-    trainer = config["trainer"]
-    for key in ("max_epochs", "log_every_n_steps", "num_sanity_val_steps", "limit_val_batches"):
-        trainer.pop(key, None)
-    trainer["logger"] = False
-    # without a logger the CLI saves its config.yaml in default_root_dir (the working directory by default)
-    trainer["default_root_dir"] = str(log_dir)
-    trainer["enable_progress_bar"] = False
-    trainer["callbacks"] = [
-        {
-            "class_path": "viscy_utils.callbacks.embedding_writer.EmbeddingWriter",
-            "init_args": {"output_path": str(store)},
-        }
-    ]
-    config["data"]["init_args"]["predict_experiments"] = list(experiments)
-    config["return_predictions"] = False
-    if checkpoint is not None:
-        config["ckpt_path"] = str(checkpoint)
-    return config
-
-
-def _write_yaml(config: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return predict_run_config(
+        fit_config, store, log_dir=log_dir, checkpoint=checkpoint, data={"predict_experiments": list(experiments)}
+    )
 
 
 def _source_version() -> dict:
@@ -332,7 +309,7 @@ def run_demo(
             configs[method] = _fit_config(
                 template, run_dir, dataset.experiments_yaml, dataset.validation, epochs, seed, same_frame
             )
-            fit_configs[run] = _write_yaml(configs[method], run_dir / "configs" / "fit.yml")
+            fit_configs[run] = write_config(configs[method], run_dir / "configs" / "fit.yml")
             what = "the tau = 0 ablation (same-frame positives)" if same_frame else "DynaCLR"
             echo(f"[2/4] Training {what}, seed {seed}, {epochs} epochs (`dynaclr fit -c {fit_configs[run]}`)")
             tick = time.perf_counter()
@@ -429,7 +406,7 @@ def _embed(fit_config: dict, checkpoint: Path | None, names: list[str], run_dir:
 
     store = run_dir / "embeddings.zarr"
     config = _predict_config(fit_config, names, store, checkpoint, run_dir / "logs" / "predict")
-    cli = _run_cli(["predict", "-c", str(_write_yaml(config, run_dir / "configs" / "predict.yml"))])
+    cli = _run_cli(["predict", "-c", str(write_config(config, run_dir / "configs" / "predict.yml"))])
     adata = anndata.read_zarr(store)
     labelled = split_by_experiment(
         adata.X, adata.obs.reset_index(drop=True), dataset.annotations, names, source=str(store)
