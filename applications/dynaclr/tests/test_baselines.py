@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from dynaclr.evaluation.baselines import (
+    baseline_features,
     cell_patches,
-    disc_intensity_features,
     fit_linear_probe,
     fit_linear_readout,
 )
@@ -13,22 +13,25 @@ from dynaclr.evaluation.baselines import (
 pytest.importorskip("sklearn")
 
 
-def test_disc_intensity_features_measure_the_discs():
+def test_baseline_features_are_the_pixels_and_the_disc_statistics():
     size = 21
     yy, xx = np.mgrid[:size, :size]
     distance = np.hypot(yy - 10, xx - 10)
     nucleus = (distance <= 4).astype(np.float32) * 3.0  # bright nucleus of radius 4 on a dark cell
     images = np.stack([nucleus, np.ones_like(nucleus)])[None, :, None]  # (1, 2, 1, 21, 21)
-    features = disc_intensity_features(images, radii=(4, 8))
-    # per disc: mean, std, min, max, median, each for the 2 channels
-    assert features.shape == (1, 2 * 5 * 2)
-    assert features[0, 0:10:2].tolist() == [3.0, 0.0, 3.0, 3.0, 3.0]  # channel 0, nucleus disc
-    assert features[0, 1:10:2].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]  # channel 1 is flat
+    features = baseline_features(np.concatenate([images, 2 * images]), {"nucleus": 4, "cell": 8})
+    assert features["raw_pixels"].shape == (2, 2 * size * size)
+    np.testing.assert_array_equal(features["raw_pixels"][1], 2 * images.ravel())
+    discs = features["disc_features"]
+    # per disc and channel: mean, std, min, max, median
+    assert discs.shape == (2, 2 * 2 * 5) and discs.dtype == np.float32
+    assert discs[0, 0:5].tolist() == [3.0, 0.0, 3.0, 3.0, 3.0]  # channel 0, nucleus disc
+    assert discs[0, 5:10].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]  # channel 1 is flat
     in_big = nucleus[distance <= 8]
-    expected = [in_big.mean(), in_big.std(), 0.0, 3.0, np.median(in_big)]
-    np.testing.assert_allclose(features[0, 10:20:2], expected, rtol=1e-6)
+    np.testing.assert_allclose(discs[0, 10:15], [in_big.mean(), in_big.std(), 0.0, 3.0, np.median(in_big)], rtol=1e-6)
+    np.testing.assert_allclose(discs[1], 2 * discs[0], rtol=1e-6)
     with pytest.raises(ValueError, match="holds no pixel"):
-        disc_intensity_features(images, radii=(-1,))
+        baseline_features(images, {"dot": -1.0})
 
 
 def test_probe_and_readout_on_learnable_and_random_targets():

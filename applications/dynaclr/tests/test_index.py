@@ -148,9 +148,40 @@ def test_parent_valid_through_daughter_not_through_sister(tmp_path):
     assert set(va.loc[va["track_id"] == 2, "t"]) == {4}
 
 
-def test_tau_zero_never_counts(tmp_path):
-    rows = [(0, 0, 30, 30, -1), (1, 3, 30, 30, -1)]
+def test_tau_zero_never_drawn_inside_a_range(tmp_path):
+    # a range that includes 0 never makes an anchor its own positive (isolated frames have no anchor)
+    rows = [(0, 0, 30, 30, -1), (1, 3, 30, 30, -1), (2, 5, 30, 30, -1), (2, 6, 30, 30, -1)]
+    idx = _index(tmp_path, _tracks(rows), tau=(0.0, 1.0))
+    assert idx.tau_frames["exp"] == (0, 2)
+    assert list(idx.valid_anchors["track_id"]) == [2]
+    pos = idx.sample_positives(np.repeat(idx.anchor_track_rows, 50), np.random.default_rng(0), tau_decay_rate=0.0)
+    assert (idx.tracks["t"].to_numpy()[pos] == 6).all()
+
+
+def test_same_frame_positives_keep_anchors_and_draws_of_the_tau_range(tmp_path):
+    # the SimCLR-style ablation: every anchor is its own positive; anchors and random draws are DynaCLR's
+    rows = [(0, 0, 30, 30, -1), (1, 3, 30, 30, -1), (1, 4, 30, 30, -1), (2, 5, 30, 30, 1), (3, 5, 30, 30, 1)]
+    temporal = _index(tmp_path / "a", _tracks(rows), tau=(0.5, 1.0))
+    cfg = make_experiment(tmp_path / "b", "exp", condition_wells={"c": ["A/1"]}, tracks=_tracks(rows), n_t=12)
+    ablation = MultiExperimentIndex(
+        ExperimentRegistry([cfg]), slice(0, 1), (32, 32), tau_range_hours=(0.5, 1.0), same_frame_positives=True
+    )
+    pd.testing.assert_frame_equal(
+        ablation.valid_anchors.drop(columns="position"), temporal.valid_anchors.drop(columns="position")
+    )
+    assert len(ablation.valid_anchors) < len(ablation.tracks)  # isolated frames and track ends stay out
+    anchors = np.repeat(ablation.anchor_track_rows, 20)
+    rng_a, rng_t = np.random.default_rng(1), np.random.default_rng(1)
+    np.testing.assert_array_equal(ablation.sample_positives(anchors, rng_a), anchors)
+    assert not np.array_equal(temporal.sample_positives(anchors, rng_t), anchors)
+    assert rng_a.random() == rng_t.random()  # the same draws were made
+
+
+def test_zero_tau_range_is_not_the_ablation(tmp_path):
+    # tau = 0 is never drawn: a (0, 0) range leaves no anchor; the ablation is same_frame_positives
+    rows = [(0, 0, 30, 30, -1), (0, 1, 30, 30, -1), (1, 3, 30, 30, -1)]
     idx = _index(tmp_path, _tracks(rows), tau=(0.0, 0.0))
+    assert idx.tau_frames["exp"] == (0, 0)
     assert len(idx.valid_anchors) == 0
 
 

@@ -228,3 +228,16 @@ def test_hcl_beta_checked_against_the_loss_and_negatives_for_margin_losses(exper
     assert np.all(lineage[negatives] != lineage[rows])
     experiment = dm.train_dataset.index.experiment_codes
     assert np.all(experiment[negatives] == experiment[rows])
+
+
+def test_same_frame_positives_change_only_the_positives(experiments):
+    # the tau = 0 ablation: the same anchors in the same batches, each its own positive (before augmentation)
+    temporal, ablation = _dm(experiments, seed=5), _dm(experiments, seed=5, same_frame_positives=True)
+    assert ablation.same_frame_positives and not temporal.same_frame_positives
+    for dm in (temporal, ablation):
+        dm.setup("fit")
+    assert len(ablation.train_dataset) == len(temporal.train_dataset)
+    for a, t in zip(ablation.train_dataloader(), temporal.train_dataloader()):
+        torch.testing.assert_close(a["anchor"], t["anchor"])
+        torch.testing.assert_close(a["positive"], a["anchor"])
+    assert not torch.equal(t["positive"], t["anchor"])

@@ -224,8 +224,101 @@ def test_texture_contrast_changes_only_the_phase_texture(tmp_path):
         (dict(noise_sd=-0.1), "noise_sd"),
         (dict(transient_puncta=-1.0), "transient_puncta"),
         (dict(texture_contrast=-0.1), "texture_contrast"),
+        (dict(onset_spread=-1), "onset_spread"),
+        (dict(never_infected_fraction=1.5), "never_infected_fraction"),
+        (dict(phenotype_frames=0), "phenotype_frames"),
+        (dict(reporter_gain=0.0), "reporter_gain"),
+        (dict(blur_sigma=-1.0), "blur_sigma"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         write_synthetic_plate(tmp_path / "p.zarr", **kwargs)
+
+
+def test_asynchronous_onsets_per_lineage_with_bystanders(tmp_path):
+    kw = dict(n_timepoints=12, yx_size=(96, 96), cells_per_fov=12, z_size=1, division_probability=0.15, seed=7)
+    kw |= dict(fovs_per_well=2, infection_onset=3)
+    sync = write_synthetic_plate(tmp_path / "a.zarr", **kw)
+    plate = write_synthetic_plate(tmp_path / "b.zarr", onset_spread=5, never_infected_fraction=0.3, **kw)
+    ann = plate.annotations
+    # the cells, their tracks and the phase images do not change; only who is infected when
+    pd.testing.assert_frame_equal(
+        sync.annotations.drop(columns=["infection_state", "infection_onset"]),
+        ann.drop(columns=["infection_state", "infection_onset"]),
+    )
+    for name, image in _read_all(plate.store_path).items():
+        np.testing.assert_array_equal(image[:, 0], _read_all(sync.store_path)[name][:, 0])
+    infected_well = ann["fov_name"].str[:3].isin(["B/1", "B/2"])
+    assert (ann.loc[~infected_well, "infection_onset"] == -1).all()
+    onset = ann.loc[infected_well, "infection_onset"]
+    assert set(onset.unique()) - {-1} <= set(range(3, 9))
+    assert onset[onset >= 0].nunique() >= 4, "onsets should be drawn per lineage"
+    assert (onset == -1).any() and (onset >= 0).mean() > 0.4
+    expected = (ann["infection_onset"] >= 0) & (ann["t"] >= ann["infection_onset"])
+    np.testing.assert_array_equal(ann["infection_state"].to_numpy(), expected.astype(int).to_numpy())
+    # onsets are per track and inherited through divisions
+    assert (ann.groupby(["fov_name", "track_id"])["infection_onset"].nunique() == 1).all()
+    daughters = ann[ann["parent_track_id"] >= 0].groupby(["fov_name", "track_id"]).first()
+    mother_onset = ann.groupby(["fov_name", "track_id"])["infection_onset"].first()
+    keys = list(zip(daughters.index.get_level_values(0), daughters["parent_track_id"]))
+    assert len(keys) > 0
+    np.testing.assert_array_equal(daughters["infection_onset"].to_numpy(), mother_onset.loc[keys].to_numpy())
+    # the default plate: the whole infected well at the onset
+    assert set(sync.annotations.loc[infected_well, "infection_onset"]) == {3}
+
+
+def test_phenotype_develops_over_frames(tmp_path):
+    kw = dict(wells=("B/1",), fovs_per_well=3, n_timepoints=10, yx_size=(64, 64), cells_per_fov=1, z_size=1)
+    kw |= dict(noise_sd=0.0, division_probability=0.0, border_margin=20, infection_onset=3, seed=4)
+    kw |= dict(infection_phenotype="relocalisation")
+    slow = write_synthetic_plate(tmp_path / "a.zarr", phenotype_frames=4, **kw)
+    fast = write_synthetic_plate(tmp_path / "b.zarr", **kw)
+    centre = {}
+    for name, plate in (("slow", slow), ("fast", fast)):
+        images = _read_all(plate.store_path)
+        ann = plate.annotations
+        centre[name] = np.array(
+            [
+                images[f][t, 1, 0, int(round(y)), int(round(x))]
+                for f, t, y, x in zip(ann["fov_name"], ann["t"], ann["y"], ann["x"])
+            ]
+        ).reshape(3, 10)
+    # the reporter fills the nucleus over 4 frames from the onset (frame 3), then stays
+    steps = np.diff(centre["slow"][:, 2:8], axis=1)
+    # (the centroid moves by a fraction of a pixel, so the sampled centre value wobbles a little)
+    assert (steps[:, :4] > 0.3).all() and (np.abs(steps[:, 4:]) < 0.15).all()
+    np.testing.assert_allclose(centre["slow"][:, 6:], centre["fast"][:, 6:], atol=1e-5)
+    np.testing.assert_allclose(centre["slow"][:, :3], centre["fast"][:, :3], atol=1e-5)
+    assert (centre["fast"][:, 3] > centre["slow"][:, 3] + 0.3).all()
+
+
+@pytest.mark.parametrize("anywhere", [False, True])
+def test_puncta_over_the_nucleus_only_when_asked(tmp_path, anywhere):
+    kw = dict(wells=("A/1",), infected_wells=(), n_timepoints=8, yx_size=(96, 96), cells_per_fov=6, z_size=1)
+    kw |= dict(border_margin=16, division_probability=0.0, infection_phenotype="relocalisation", seed=5)
+    base = write_synthetic_plate(tmp_path / "a.zarr", **kw)
+    spotted = write_synthetic_plate(tmp_path / "b.zarr", transient_puncta=1.5, puncta_anywhere=anywhere, **kw)
+    diff = _read_all(spotted.store_path)["A/1/0"] - _read_all(base.store_path)["A/1/0"]
+    ann = base.annotations
+    centre = np.array([diff[t, 1, 0, int(round(y)), int(round(x))] for t, y, x in zip(ann["t"], ann["y"], ann["x"])])
+    if anywhere:
+        assert (centre > 1.0).sum() >= 3
+    else:
+        assert centre.max() < 0.6
+
+
+def test_acquisition_gain_background_and_blur(tmp_path):
+    kw = dict(wells=("B/1",), n_timepoints=4, yx_size=(64, 64), cells_per_fov=3, z_size=1, noise_sd=0.0)
+    kw |= dict(border_margin=16, division_probability=0.0, seed=6, infection_onset=2)
+    plain = _read_all(write_synthetic_plate(tmp_path / "a.zarr", **kw).store_path)["B/1/0"]
+    gained = _read_all(write_synthetic_plate(tmp_path / "b.zarr", reporter_gain=2.0, background=0.4, **kw).store_path)[
+        "B/1/0"
+    ]
+    blurred = _read_all(write_synthetic_plate(tmp_path / "c.zarr", blur_sigma=1.5, **kw).store_path)["B/1/0"]
+    np.testing.assert_array_equal(gained[:, 0], plain[:, 0])
+    np.testing.assert_allclose(gained[:, 1] - 0.4, 2.0 * (plain[:, 1] - 0.1), atol=1e-5)
+    # blur lowers the peaks and keeps the integrated signal of both channels
+    for c in (0, 1):
+        assert blurred[:, c].max() < 0.9 * plain[:, c].max()
+        np.testing.assert_allclose(blurred[:, c].sum((1, 2, 3)), plain[:, c].sum((1, 2, 3)), rtol=0.02)

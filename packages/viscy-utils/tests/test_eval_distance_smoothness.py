@@ -10,6 +10,7 @@ from viscy_utils.evaluation.distance import calculate_cosine_similarity_cell, co
 from viscy_utils.evaluation.smoothness import (
     compute_embeddings_smoothness,
     compute_piece_wise_distance,
+    compute_temporal_order,
     find_distribution_peak,
 )
 
@@ -129,3 +130,46 @@ def test_smoothness_cosine_smooth_beats_shuffled(capsys):
     assert shuffled["smoothness_score"] == pytest.approx(1.0, abs=0.15)
     with pytest.raises(ValueError, match="two or more time points"):
         compute_embeddings_smoothness(ad.AnnData(X=x[:3], obs=obs.iloc[:3].assign(track_id=[0, 1, 2])))
+
+
+def _order_tracks(n_tracks, n_t, drift, identity, noise, seed=0):
+    """Per-track constant identity vector + a drift along a shared direction with time + noise."""
+    rng = np.random.default_rng(seed)
+    rows, x = [], []
+    direction = rng.normal(size=8)
+    for k in range(n_tracks):
+        base = identity * rng.normal(size=8)
+        for t in range(n_t):
+            x.append(base + drift * t * direction + noise * rng.normal(size=8))
+            rows.append((f"A/{k % 3}/0", k, t))
+    obs = pd.DataFrame(rows, columns=["fov_name", "track_id", "t"])
+    order = rng.permutation(len(obs))
+    obs = obs.iloc[order].reset_index(drop=True)
+    obs.index = obs.index.astype(str)
+    return ad.AnnData(X=np.asarray(x)[order], obs=obs)
+
+
+def test_temporal_order_rewards_drift_not_identity():
+    drifting = compute_temporal_order(_order_tracks(20, 8, drift=1.0, identity=1.0, noise=0.3), "euclidean")
+    assert drifting.n_tracks == 20 and drifting.per_track.shape == (20,)
+    assert drifting.score > 0.8
+    # features that only tell cells apart (constant within a track) carry no temporal order
+    identity = compute_temporal_order(_order_tracks(20, 8, drift=0.0, identity=5.0, noise=0.3), "euclidean")
+    assert abs(identity.score) < 0.15
+    # an exactly linear track: distance is a monotone function of the lag
+    exact = compute_temporal_order(_linear_tracks(n_tracks=3, n_t=6), "euclidean")
+    assert (exact.per_track > 0.98).all()  # (rounding breaks the ties between equal lags at random)
+
+
+def test_temporal_order_mask_and_errors():
+    adata = _order_tracks(6, 5, drift=1.0, identity=1.0, noise=0.1)
+    mask = adata.obs["track_id"].to_numpy() < 2
+    assert compute_temporal_order(adata, track_mask=mask).n_tracks == 2
+    # tracks shorter than min_frames are skipped
+    assert compute_temporal_order(adata, min_frames=5).n_tracks == 6
+    with pytest.raises(ValueError, match="no track with at least 6 frames"):
+        compute_temporal_order(adata, min_frames=6)
+    with pytest.raises(ValueError, match="min_frames"):
+        compute_temporal_order(adata, min_frames=2)
+    with pytest.raises(ValueError, match="track_mask"):
+        compute_temporal_order(adata, track_mask=mask[:-1])

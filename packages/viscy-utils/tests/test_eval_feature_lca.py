@@ -7,7 +7,13 @@ import torch
 import xarray as xr
 from torch import nn
 
-from viscy_utils.evaluation.feature import CellFeatures, DynamicFeatures, _haralick, _zernike_moments
+from viscy_utils.evaluation.feature import (
+    CellFeatures,
+    DynamicFeatures,
+    _haralick,
+    _zernike_moments,
+    disc_intensity_features,
+)
 from viscy_utils.evaluation.lca import (
     AssembledClassifier,
     fit_logistic_regression,
@@ -216,3 +222,37 @@ def test_attribution_requires_lca_extra(monkeypatch):
         model.attribute_integrated_gradients(torch.zeros(1, 4))
     with pytest.raises(ImportError, match=r"viscy-utils\[lca\]"):
         model.attribute_occlusion(torch.zeros(1, 4), sliding_window_shapes=(1,))
+
+
+def test_disc_intensity_features_known_values():
+    # channel 0: 1 inside radius 2 of the centre, 0 outside; channel 1: a ramp along x
+    yy, xx = np.mgrid[:9, :9]
+    inner = ((yy - 4) ** 2 + (xx - 4) ** 2 <= 4).astype(float)
+    patches = np.stack([np.stack([inner, xx.astype(float)])] * 3)[:, :, None].repeat(2, axis=2)  # (3, 2, 2, 9, 9)
+    patches[1] *= 2.0
+    table = disc_intensity_features(patches, {"nucleus": 2.0, "cell": 4.0}, ["phase", "gfp"])
+    assert table.shape == (3, 2 * 2 * 5)
+    assert list(table.columns[:5]) == [f"phase_nucleus_{s}" for s in ("mean", "std", "min", "max", "median")]
+    np.testing.assert_allclose(table["phase_nucleus_mean"], [1.0, 2.0, 1.0])
+    np.testing.assert_allclose(table["phase_nucleus_std"], 0.0, atol=1e-12)
+    n_cell = int(((yy - 4) ** 2 + (xx - 4) ** 2 <= 16).sum())
+    np.testing.assert_allclose(table["phase_cell_mean"], np.array([1, 2, 1]) * inner.sum() / n_cell)
+    # the ramp is symmetric about the centre: mean = median = centre value, extremes at +-radius
+    np.testing.assert_allclose(table["gfp_cell_mean"], [4.0, 8.0, 4.0])
+    np.testing.assert_allclose(table["gfp_cell_median"], [4.0, 8.0, 4.0])
+    np.testing.assert_allclose(table["gfp_cell_min"], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(table["gfp_cell_max"], [8.0, 16.0, 8.0])
+    # 4-D patches (no Z) give the same numbers; default channel names
+    flat = disc_intensity_features(patches[:, :, 0], {"cell": 4.0})
+    np.testing.assert_allclose(flat["ch1_cell_mean"], table["gfp_cell_mean"])
+
+
+def test_disc_intensity_features_errors():
+    with pytest.raises(ValueError, match="shape"):
+        disc_intensity_features(np.zeros((2, 9, 9)), {"cell": 3.0})
+    with pytest.raises(ValueError, match="channel names"):
+        disc_intensity_features(np.zeros((2, 2, 9, 9)), {"cell": 3.0}, ["a"])
+    with pytest.raises(ValueError, match="holds no pixel"):
+        disc_intensity_features(np.zeros((2, 1, 8, 8)), {"dot": 0.5})
+    with pytest.raises(ValueError, match="holds no pixel"):
+        disc_intensity_features(np.zeros((2, 1, 9, 9)), {"dot": -1.0})  # |r| would cover the centre

@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import json
 import shutil
@@ -43,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
+from dynaclr.run_configs import fit_run_config, predict_run_config, write_config
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = "fucciphase==0.1.0"
@@ -62,7 +63,7 @@ FOV = "A/1/0"
 #: rounds of division) train and test; the three single-cell tracks validate
 SPLITS = {"train": (0,), "val": (2, 3, 10), "test": (1,)}
 #: median TrackMate spot radius 7.4 um = 13.6 px; a HaCaT cell is about twice the nucleus
-DISC_RADII_PX = (13.0, 26.0)
+DISC_RADII_PX = {"nucleus": 13.0, "cell": 26.0}
 PHASES = ("G1", "G1/S", "S/G2/M")
 
 
@@ -216,52 +217,22 @@ def prepare(inputs: Path, data_dir: Path, max_frames: int | None) -> Prepared:
 
 # ------------------------------------------------------------------------------------------- training
 def fit_config(template: dict, out: Path, experiments_fit: Path, seed: int, max_epochs: int | None) -> dict:
-    config = copy.deepcopy(template)
-    config["seed_everything"] = seed
-    trainer = config["trainer"]
-    if max_epochs is not None:
-        trainer["max_epochs"] = max_epochs
-    trainer["logger"]["init_args"]["save_dir"] = str(out / "logs")
-    trainer["logger"]["init_args"]["version"] = f"fit_seed{seed}"
-    for callback in trainer["callbacks"]:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(out / "checkpoints" / f"seed{seed}")
-    data = config["data"]["init_args"]
-    data["experiments_yaml"] = str(experiments_fit)
-    data["seed"] = seed
-    return config
+    return fit_run_config(
+        template,
+        log_dir=out / "logs",
+        checkpoint_dir=out / "checkpoints" / f"seed{seed}",
+        seed=seed,
+        max_epochs=max_epochs,
+        log_version=f"fit_seed{seed}",
+        data={"experiments_yaml": str(experiments_fit)},
+    )
 
 
 def predict_config(fit: dict, experiments_all: Path, store: Path, checkpoint: Path | None, log_dir: Path) -> dict:
-    config = copy.deepcopy(fit)
-    trainer = config["trainer"]
-    for key in ("max_epochs", "log_every_n_steps", "num_sanity_val_steps"):
-        trainer.pop(key, None)
-    trainer["logger"] = False
-    trainer["default_root_dir"] = str(log_dir)
-    trainer["callbacks"] = [
-        {
-            "class_path": "viscy_utils.callbacks.embedding_writer.EmbeddingWriter",
-            "init_args": {"output_path": str(store)},
-        }
-    ]
-    data = config["data"]["init_args"]
-    data["experiments_yaml"] = str(experiments_all)
-    data["val_experiments"] = []
-    data["predict_experiments"] = ["hacat_all"]
-    config["return_predictions"] = False
-    if checkpoint is not None:
-        config["ckpt_path"] = str(checkpoint)
-    return config
+    data = {"experiments_yaml": str(experiments_all), "val_experiments": [], "predict_experiments": ["hacat_all"]}
+    return predict_run_config(fit, store, log_dir=log_dir, checkpoint=checkpoint, data=data)
 
 
-def write_yaml(config: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-# -------------------------------------------------------------------------------------------- scoring
 def labelled(index: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     keyed = index[["track_id", "t"]].astype(np.int64)
     merged = keyed.merge(truth, on=["track_id", "t"], how="left", validate="one_to_one")
@@ -299,19 +270,15 @@ def score(features: np.ndarray, cells: pd.DataFrame, seed: int = 0) -> dict[str,
     return {k: round(float(v), 4) for k, v in result.items()}
 
 
-def baseline_features(datamodule) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def patch_baselines(datamodule) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Raw pixels and disc intensity statistics of the very patches the encoder embeds.
 
     ``datamodule`` is the one a ``dynaclr predict`` run used (its reader, normalisation and crop).
     """
-    from dynaclr.evaluation.baselines import cell_patches, disc_intensity_features
+    from dynaclr.evaluation.baselines import baseline_features, cell_patches
 
     patches = cell_patches(datamodule)
-    features = {
-        "raw_pixels": patches.images.reshape(len(patches.images), -1),
-        "disc_intensity": disc_intensity_features(patches.images, DISC_RADII_PX),
-    }
-    return features, patches.index
+    return baseline_features(patches.images, DISC_RADII_PX), patches.index
 
 
 def mean_sd(values: list[float]) -> str:
@@ -374,7 +341,7 @@ def run(
     methods: dict[str, list[dict]] = {"DynaCLR (trained)": [], "untrained encoder": []}
     for seed in seeds:
         config = fit_config(template, output_dir, prepared.experiments_fit, seed, max_epochs)
-        path = write_yaml(config, output_dir / "configs" / f"fit_seed{seed}.yml")
+        path = write_config(config, output_dir / "configs" / f"fit_seed{seed}.yml")
         echo(f"[4/5] seed {seed}: $ dynaclr fit -c {path}")
         run_cli(["fit", "-c", str(path)], prog="dynaclr")
         checkpoint = output_dir / "checkpoints" / f"seed{seed}" / "last.ckpt"
@@ -383,7 +350,7 @@ def run(
             store = output_dir / "embeddings" / f"{tag}_seed{seed}.zarr"
             log_dir = output_dir / "logs" / f"predict_{tag}_seed{seed}"
             predict = predict_config(config, prepared.experiments_all, store, ckpt, log_dir)
-            path = write_yaml(predict, output_dir / "configs" / f"predict_{tag}_seed{seed}.yml")
+            path = write_config(predict, output_dir / "configs" / f"predict_{tag}_seed{seed}.yml")
             echo(f"      $ dynaclr predict -c {path}")
             predicted = run_cli(["predict", "-c", str(path)], prog="dynaclr")
             adata = anndata.read_zarr(store)
@@ -392,10 +359,10 @@ def run(
             echo(f"      {label}: {methods[label][-1]}")
 
     echo("[5/5] Baselines on the same patches: raw-pixel probe, intensity statistics in nucleus/cell discs")
-    features, index = baseline_features(predicted.datamodule)
+    features, index = patch_baselines(predicted.datamodule)
     cells = labelled(index, prepared.truth)
     methods["raw-pixel linear probe"] = [score(features["raw_pixels"], cells)]
-    methods["disc intensity features"] = [score(features["disc_intensity"], cells)]
+    methods["disc intensity features"] = [score(features["disc_features"], cells)]
 
     seconds = time.perf_counter() - start
     metrics = {

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dynaclr.run_configs import write_config
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -84,15 +86,13 @@ def main(argv: list[str] | None = None) -> None:
                 "init_args": {**checkpoint, "filename": "{epoch}"},
             }
         ]
-        run_cli(["fit", "-c", str(example.write_yaml(config, out / tag / "fit.yml"))], prog="dynaclr")
+        run_cli(["fit", "-c", str(write_config(config, out / tag / "fit.yml"))], prog="dynaclr")
         results[tag] = {}
         for epochs in args.epochs:
             store = out / tag / f"embeddings_epoch{epochs}.zarr"
             ckpt = out / tag / "checkpoints" / f"epoch={epochs - 1}.ckpt"
             predict = example.predict_config(config, prepared.experiments_all, store, ckpt, out / tag / f"log{epochs}")
-            run_cli(
-                ["predict", "-c", str(example.write_yaml(predict, out / tag / f"predict{epochs}.yml"))], prog="dynaclr"
-            )
+            run_cli(["predict", "-c", str(write_config(predict, out / tag / f"predict{epochs}.yml"))], prog="dynaclr")
             adata = anndata.read_zarr(store)
             cells = example.labelled(adata.obs.reset_index(drop=True), prepared.truth)
             results[tag][epochs] = validation_accuracy(np.asarray(adata.X), cells)

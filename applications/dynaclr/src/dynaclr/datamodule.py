@@ -67,7 +67,7 @@ class MultiExperimentDataModule(DeviceTransformMixin, LightningDataModule):
         Experiments used for validation (whole experiments; the rest train). None or ``[]``: no
         validation split (a warning at ``setup("fit")``; a predict-only configuration needs none).
     tau_range : tuple[float, float]
-        Anchor-positive offsets in hours.
+        Anchor-positive offsets in hours (``tau = 0`` is never drawn).
     tau_decay_rate : float
         Decay of the offset distribution.
     batch_size : int
@@ -102,6 +102,10 @@ temporal_global_fraction, experiment_weights, condition_ratio
         Directory for the saved index (see :class:`~dynaclr.index.MultiExperimentIndex`).
     experiments_file : str or None
         Alias of ``experiments_yaml``.
+    same_frame_positives : bool, default False
+        The time-agnostic ablation of DynaCLR (SimCLR-style): every anchor is its own positive, the same
+        frame under independent augmentations. Anchors, batches, augmentations and random draws stay those
+        of ``tau_range``, so a model trained with it differs from DynaCLR only in its positives.
 
     Notes
     -----
@@ -151,6 +155,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         predict_experiments: list[str] | None = None,
         index_cache_dir: str | None = None,
         experiments_file: str | None = None,
+        same_frame_positives: bool = False,
     ) -> None:
         super().__init__()
         if experiments_yaml is None:
@@ -174,6 +179,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
         self.final_yx_patch_size = tuple(final_yx_patch_size)
         self.val_experiments = list(val_experiments or [])
         self.tau_range = tuple(tau_range)
+        self.same_frame_positives = bool(same_frame_positives)
         self.tau_decay_rate = tau_decay_rate
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -265,6 +271,7 @@ temporal_global_fraction, experiment_weights, condition_ratio
             include_wells=self.include_wells,
             exclude_fovs=self.exclude_fovs,
             cache_dir=self.index_cache_dir if use_cache else None,
+            same_frame_positives=self.same_frame_positives,
         )
 
     def preflight_check(self, stage: str = "fit", world_size: int = 1, model: Any = None) -> CheckReport:

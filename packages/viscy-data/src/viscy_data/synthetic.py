@@ -5,11 +5,13 @@ second at the default size, and carries everything the loaders read:
 
 - images ``(T, C, Z, Y, X)`` in array ``"0"`` of every FOV: a phase-like channel (textured blobs,
   darker rim, in focus at the middle slice) and a fluorescence reporter that is dim and diffuse over
-  the cell before infection and bright and nucleus-sized after the well's infection onset;
+  the cell before infection and bright and nucleus-sized after the well's infection onset (optionally:
+  onsets drawn per cell lineage, bystander cells that stay uninfected, a phenotype that develops over
+  several frames, transient reporter puncta, per-acquisition gain, background and blur);
 - per-FOV tracks CSVs (``track_id, t, y, x, id, parent_track_id, parent_id``) with divisions and
   cells close to the borders (or kept ``border_margin`` pixels inside);
 - normalisation statistics (:mod:`viscy_data.norm_meta` format) on every FOV and on the plate;
-- ground truth in :attr:`SyntheticPlate.annotations`: infection state and division.
+- ground truth in :attr:`SyntheticPlate.annotations`: infection state, infection onset and division.
 
 Lineage conventions (those of ultrack): ``id`` is unique per detection within a FOV; ``parent_id`` is
 the id of the previous detection of the same lineage (the mother's last detection for a daughter's
@@ -63,8 +65,9 @@ class SyntheticPlate:
         FOV names, e.g. ``"A/1/0"``.
     annotations : pandas.DataFrame
         One row per detection: ``fov_name, track_id, t, id, parent_track_id, parent_id, z, y, x,
-        infection_state, division`` (``infection_state`` per ``LABEL_INFECTION_STATE``,
-        ``division`` per ``LABEL_CELL_DIVISION_STATE``: 1 when the cell divides within one frame).
+        infection_state, division, infection_onset`` (``infection_state`` per ``LABEL_INFECTION_STATE``,
+        ``division`` per ``LABEL_CELL_DIVISION_STATE``: 1 when the cell divides within one frame;
+        ``infection_onset``: first infected frame of the cell's lineage, -1 for cells never infected).
     shape : tuple of int
         Shape ``(T, C, Z, Y, X)`` of every FOV's image array.
     """
@@ -166,6 +169,44 @@ def _simulate_tracks(
     return tracks[TRACKS_COLUMNS]
 
 
+def _lineage_roots(tracks: pd.DataFrame) -> np.ndarray:
+    """Root track id of every detection's lineage (daughters map to their first ancestor)."""
+    parent = tracks.groupby("track_id")["parent_track_id"].first()
+    root = pd.Series(parent.index.to_numpy(), index=parent.index)
+    up = parent.copy()
+    # climb one generation per pass; lineages are a few generations deep
+    while (up >= 0).any():
+        has = up >= 0
+        root[has] = up[has].to_numpy()
+        up[has] = parent.reindex(up[has].to_numpy()).fillna(-1).astype(np.int64).to_numpy()
+    return tracks["track_id"].map(root).to_numpy(dtype=np.int64)
+
+
+def _infection_onsets(
+    rng: np.random.Generator,
+    tracks: pd.DataFrame,
+    infected_well: bool,
+    infection_onset: int,
+    onset_spread: int,
+    never_infected_fraction: float,
+) -> np.ndarray:
+    """First infected frame of every detection's lineage (-1: never infected).
+
+    Every lineage of an infected well draws its onset uniformly from ``infection_onset + [0, onset_spread]``
+    and is a bystander that never gets infected with probability ``never_infected_fraction``; daughters
+    inherit their mother's onset. ``rng`` is the lineages' own generator: the tracks and images do not depend
+    on whether onsets are drawn.
+    """
+    if not infected_well:
+        return np.full(len(tracks), -1, dtype=np.int64)
+    if onset_spread == 0 and never_infected_fraction == 0:
+        return np.full(len(tracks), infection_onset, dtype=np.int64)
+    unique_roots, inverse = np.unique(_lineage_roots(tracks), return_inverse=True)
+    onset = infection_onset + rng.integers(0, onset_spread + 1, size=unique_roots.size)
+    onset[rng.random(unique_roots.size) < never_infected_fraction] = -1
+    return onset[inverse]
+
+
 def _division_labels(tracks: pd.DataFrame) -> np.ndarray:
     """1 for detections within one frame of a division (mother's last frame, daughters' first two)."""
     daughters = tracks[tracks["parent_track_id"] >= 0]
@@ -186,7 +227,7 @@ def _division_labels(tracks: pd.DataFrame) -> np.ndarray:
 def _render_fov(
     rng: np.random.Generator,
     tracks: pd.DataFrame,
-    infected: np.ndarray,
+    progress: np.ndarray,
     dividing: np.ndarray,
     n_timepoints: int,
     n_channels: int,
@@ -197,8 +238,15 @@ def _render_fov(
     noise_sd: float = 0.05,
     transient_puncta: float = 0.0,
     texture_contrast: float = 0.3,
+    puncta_anywhere: bool = False,
+    reporter_gain: float = 1.0,
+    background: float = 0.1,
+    blur_sigma: float = 0.0,
 ) -> np.ndarray:
-    """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it."""
+    """Draw ``(T, C, Z, Y, X)`` float32 images for one FOV, each cell in a window around it.
+
+    ``progress`` is each detection's infection phenotype, from 0 (uninfected) to 1 (fully developed).
+    """
     height, width = yx_size
     z = np.arange(z_size, dtype=np.float32)
     focus = np.exp(-((z - (z_size - 1) / 2) ** 2) / (2 * max(z_size / 3, 0.5) ** 2))  # (Z,)
@@ -219,15 +267,17 @@ def _render_fov(
     if transient_puncta > 0:
         puncta_rng = np.random.default_rng(texture_rng.integers(1 << 31))
         n_puncta = np.minimum(puncta_rng.poisson(transient_puncta, size=n_det), _MAX_PUNCTA)
-        # uniform over the cytoplasm annulus, away from the nucleus
-        where = puncta_rng.uniform(0.45, 0.9, size=(n_det, _MAX_PUNCTA)) * CELL_RADIUS
+        if puncta_anywhere:  # uniform over the cell's disc, nucleus included
+            where = np.sqrt(puncta_rng.uniform(0.0, 0.81, size=(n_det, _MAX_PUNCTA))) * CELL_RADIUS
+        else:  # uniform over the cytoplasm annulus, away from the nucleus
+            where = puncta_rng.uniform(0.45, 0.9, size=(n_det, _MAX_PUNCTA)) * CELL_RADIUS
         turn = puncta_rng.uniform(0.0, 2 * np.pi, size=(n_det, _MAX_PUNCTA))
         puncta_yx = np.stack([where * np.sin(turn), where * np.cos(turn)], axis=-1).astype(np.float32)
     # each cell is drawn in a small window around it (cost independent of the image size)
     half = int(np.ceil(CELL_RADIUS * 2))
     offsets = np.arange(-half, half + 1, dtype=np.float32)
-    for det, (t, cy, cx, track, inf, div) in enumerate(
-        zip(tracks["t"].to_numpy(), tracks["y"].to_numpy(), tracks["x"].to_numpy(), track_codes, infected, dividing)
+    for det, (t, cy, cx, track, p, div) in enumerate(
+        zip(tracks["t"].to_numpy(), tracks["y"].to_numpy(), tracks["x"].to_numpy(), track_codes, progress, dividing)
     ):
         iy, ix = int(round(cy)), int(round(cx))
         ys = np.clip(iy + offsets.astype(int), 0, height - 1)
@@ -246,22 +296,28 @@ def _render_fov(
         phase[t][window] += (1.5 if div else 1.0) * body * texture - 0.4 * rim
         if infection_phenotype == "bright_nucleus":
             nucleus = np.exp(-r2 / (2 * (radius / 4.0) ** 2))
-            reporter[t][window] += brightness[track] * (3.0 * nucleus if inf else 0.35 * body)
+            after, before = 3.0 * nucleus, 0.35 * body
         else:  # relocalisation: the same amount of reporter, diffuse over the cytoplasm or packed in the nucleus
             nucleus = np.exp(-r2 / (2 * (radius / _NUCLEUS_FRACTION) ** 2))
-            cytoplasm = np.clip(body - nucleus, 0.0, None)
-            reporter[t][window] += brightness[track] * (
-                _NUCLEUS_AMPLITUDE * nucleus if inf else _CYTOPLASM_AMPLITUDE * cytoplasm
-            )
+            after = _NUCLEUS_AMPLITUDE * nucleus
+            before = _CYTOPLASM_AMPLITUDE * np.clip(body - nucleus, 0.0, None)
+        # a developing phenotype moves the reporter gradually; 0 and 1 draw exactly the uninfected/infected cell
+        state = after if p >= 1 else before if p <= 0 else p * after + (1.0 - p) * before
+        reporter[t][window] += brightness[track] * state
         if n_puncta[det]:
             py, px = puncta_yx[det, : n_puncta[det]].T
             spots = np.exp(-((dy[None] - py[:, None, None]) ** 2 + (dx[None] - px[:, None, None]) ** 2) / _PUNCTA_VAR)
             peak = 3.0 if infection_phenotype == "bright_nucleus" else _NUCLEUS_AMPLITUDE
             reporter[t][window] += brightness[track] * peak * spots.sum(0)
+    if blur_sigma > 0:  # the acquisition's optics: a Gaussian point-spread function in the image plane
+        from scipy.ndimage import gaussian_filter
+
+        phase = gaussian_filter(phase, sigma=(0, blur_sigma, blur_sigma), mode="nearest")
+        reporter = gaussian_filter(reporter, sigma=(0, blur_sigma, blur_sigma), mode="nearest")
     images = np.empty((n_timepoints, n_channels, z_size, height, width), dtype=np.float32)
     images[:, 0] = focus[None, :, None, None] * phase[:, None]
     for c in range(1, n_channels):
-        images[:, c] = (0.5 + 0.5 * focus[None, :, None, None]) * reporter[:, None] + 0.1
+        images[:, c] = (0.5 + 0.5 * focus[None, :, None, None]) * (reporter_gain * reporter[:, None]) + background
     images += rng.normal(0.0, noise_sd, size=images.shape).astype(np.float32)
     return images
 
@@ -292,6 +348,13 @@ def write_synthetic_plate(
     noise_sd: float = 0.05,
     transient_puncta: float = 0.0,
     texture_contrast: float = 0.3,
+    onset_spread: int = 0,
+    never_infected_fraction: float = 0.0,
+    phenotype_frames: int = 1,
+    puncta_anywhere: bool = False,
+    reporter_gain: float = 1.0,
+    background: float = 0.1,
+    blur_sigma: float = 0.0,
     seed: int = 0,
     version: str = "0.4",
     tracks_path: str | Path | None = None,
@@ -322,7 +385,7 @@ def write_synthetic_plate(
     infected_wells : sequence of str, default ("B/1", "B/2")
         Wells whose cells are infected from ``infection_onset`` on (names not in ``wells`` are ignored).
     infection_onset : int, default 4
-        First infected frame.
+        First infected frame (the earliest one when ``onset_spread`` > 0).
     division_probability : float, default 0.08
         Probability per frame that a cell (at least 3 frames old) divides.
     infection_phenotype : {"bright_nucleus", "relocalisation"}, default "bright_nucleus"
@@ -330,7 +393,7 @@ def write_synthetic_plate(
         bright and nucleus-sized after (infection changes the total intensity). ``"relocalisation"``: the
         reporter fills the cytoplasm (a ring around a dark nucleus) before and is packed into the nucleus
         after, with the same integrated intensity, so only the structure tells the states apart. Either
-        appears in full at the labelled onset frame.
+        appears in full at the labelled onset frame unless ``phenotype_frames`` > 1.
     reporter_brightness_sd : float, default 0.0
         Standard deviation of the log of a per-track reporter expression level (cell-to-cell variation of
         brightness); 0 draws none.
@@ -347,6 +410,26 @@ def write_synthetic_plate(
     texture_contrast : float, default 0.3
         Contrast of the striped phase texture whose orientation is fixed per track (a cue to a cell's
         identity); 0 makes every cell's phase image the same blob.
+    onset_spread : int, default 0
+        Asynchronous infection: every cell lineage of an infected well draws its own onset uniformly from
+        ``infection_onset`` to ``infection_onset + onset_spread`` (daughters inherit their mother's); 0 infects
+        the whole well at ``infection_onset``.
+    never_infected_fraction : float, default 0.0
+        Fraction of the lineages of infected wells that are never infected (bystanders).
+    phenotype_frames : int, default 1
+        Frames over which the infection phenotype develops: at ``k`` frames after its onset a cell shows
+        ``min(1, (k + 1) / phenotype_frames)`` of it (the reporter moves gradually); 1 shows it in full at the
+        onset. The label ``infection_state`` switches at the onset either way.
+    puncta_anywhere : bool, default False
+        Place the transient puncta anywhere in the cell, over the nucleus too (a distractor that can mimic
+        the infected nucleus in a single frame); default: in the cytoplasm only.
+    reporter_gain : float, default 1.0
+        Gain of the acquisition's fluorescence channels (detector and exposure).
+    background : float, default 0.1
+        Background offset of the fluorescence channels.
+    blur_sigma : float, default 0.0
+        Standard deviation (pixels) of a Gaussian blur of the image plane before the noise (the optics or a
+        slight defocus of the acquisition); 0 keeps images sharp.
     seed : int, default 0
         Everything (tracks, textures, noise) is a function of it.
     version : {"0.4", "0.5"}, default "0.4"
@@ -381,6 +464,16 @@ def write_synthetic_plate(
         raise ValueError(f"transient_puncta must be >= 0, got {transient_puncta}")
     if noise_sd < 0:
         raise ValueError(f"noise_sd must be >= 0, got {noise_sd}")
+    if onset_spread < 0:
+        raise ValueError(f"onset_spread must be >= 0, got {onset_spread}")
+    if not 0 <= never_infected_fraction <= 1:
+        raise ValueError(f"never_infected_fraction must be in [0, 1], got {never_infected_fraction}")
+    if phenotype_frames < 1:
+        raise ValueError(f"phenotype_frames must be >= 1, got {phenotype_frames}")
+    if reporter_gain <= 0:
+        raise ValueError(f"reporter_gain must be > 0, got {reporter_gain}")
+    if blur_sigma < 0:
+        raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
     if version not in ("0.4", "0.5"):
         raise ValueError(f"version must be '0.4' or '0.5', got {version!r}")
     channel_names = tuple(channel_names)
@@ -401,14 +494,24 @@ def write_synthetic_plate(
             fov_name = f"{well}/{f}"
             rng = np.random.default_rng([seed, len(fov_names)])
             tracks = _simulate_tracks(rng, n_timepoints, yx_size, cells_per_fov, division_probability, border_margin)
-            infected = (well in infected_wells) & (tracks["t"].to_numpy() >= infection_onset)
+            onset = _infection_onsets(
+                np.random.default_rng([seed, len(fov_names), 1]),
+                tracks,
+                well in infected_wells,
+                infection_onset,
+                onset_spread,
+                never_infected_fraction,
+            )
+            since = tracks["t"].to_numpy() - onset
+            infected = (onset >= 0) & (since >= 0)
+            progress = np.where(infected, np.minimum(1.0, (since + 1.0) / phenotype_frames), 0.0)
             division = _division_labels(tracks)
             images.append(
                 _to_dtype(
                     _render_fov(
                         rng,
                         tracks,
-                        infected,
+                        progress,
                         division.astype(bool),
                         n_timepoints,
                         len(channel_names),
@@ -419,6 +522,10 @@ def write_synthetic_plate(
                         noise_sd,
                         transient_puncta,
                         texture_contrast,
+                        puncta_anywhere,
+                        reporter_gain,
+                        background,
+                        blur_sigma,
                     ),
                     dtype,
                 )
@@ -430,6 +537,7 @@ def write_synthetic_plate(
                     infected, LABEL_INFECTION_STATE["infected"], LABEL_INFECTION_STATE["uninfected"]
                 ),
                 division=division,
+                infection_onset=onset,
             )
             tables.append(annotation)
             fov_names.append(fov_name)
@@ -450,7 +558,9 @@ def write_synthetic_plate(
         csv.parent.mkdir(parents=True, exist_ok=True)
         table[TRACKS_COLUMNS].to_csv(csv, index=False)
 
-    annotations = pd.concat(tables, ignore_index=True)[[*INDEX_COLUMNS, "infection_state", "division"]]
+    annotations = pd.concat(tables, ignore_index=True)[
+        [*INDEX_COLUMNS, "infection_state", "division", "infection_onset"]
+    ]
     return SyntheticPlate(
         store_path=store_path,
         tracks_path=tracks_root,

@@ -1,10 +1,12 @@
 """The demo's synthetic multi-experiment dataset: plates, tracks, annotations and ``experiments.yml``.
 
 Every experiment is a plate written by :func:`viscy_data.synthetic.write_synthetic_plate`: uninfected
-wells ``A/*`` and infected wells ``B/*`` whose cells turn infected at a known frame, dividing cells
-with lineage, normalisation statistics on every FOV. Experiments differ in the name of their
-fluorescence reporter channel, extra channels, imaging interval, infection onset and camera noise,
-like real acquisitions of different reporters on different days; the held-out one is the noisiest.
+wells ``A/*`` and infected wells ``B/*``, dividing cells with lineage, normalisation statistics on every
+FOV. In the infected wells each cell lineage is infected at its own time (or never), and the infection
+phenotype then develops over a few hours. Experiments differ like real acquisitions of different
+reporters on different days: reporter channel name, extra channels, imaging interval, camera noise,
+detector gain, background and blur. The experiments are split three ways: training, one validation
+experiment (to choose settings) and one test experiment (scored once per reported run).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["DemoDataset", "DemoExperiment", "DEMO_EXPERIMENTS", "HELD_OUT", "write_demo_dataset"]
+__all__ = ["DemoDataset", "DemoExperiment", "DEMO_EXPERIMENTS", "write_demo_dataset"]
 
 UNINFECTED_WELLS = ("A/1", "A/2")
 INFECTED_WELLS = ("B/1", "B/2")
@@ -36,11 +39,14 @@ class DemoExperiment:
     start_hpi : float
         Hours post infection at frame 0.
     infection_onset : int
-        First frame at which cells of the infected wells are infected.
+        First frame at which cells of the infected wells can be infected.
     organelle, date : str
         Metadata copied to ``experiments.yml``.
     noise_sd : float, default 0.05
-        Camera noise of the acquisition (:func:`viscy_data.synthetic.write_synthetic_plate`).
+        Camera noise of the acquisition.
+    reporter_gain, background, blur_sigma : float
+        Detector gain and background of the fluorescence channels, and optical blur (pixels) of the
+        acquisition (:func:`viscy_data.synthetic.write_synthetic_plate`).
     """
 
     name: str
@@ -51,26 +57,73 @@ class DemoExperiment:
     organelle: str = ""
     date: str = ""
     noise_sd: float = 0.05
+    reporter_gain: float = 1.0
+    background: float = 0.1
+    blur_sigma: float = 0.0
+
+    def frames(self, hours: float) -> int:
+        """Count this experiment's frames in ``hours``."""
+        return int(round(hours * 60 / self.interval_minutes))
 
 
-#: the training experiments and, last, the held-out one (never seen in training);
-#: the held-out acquisition is noisier than any training one, so the probe must transfer across imaging conditions
+#: the training experiments, then the validation experiment, then the test experiment (both never trained on);
+#: validation and test differ from every training acquisition and from each other in noise, gain, background and blur
 DEMO_EXPERIMENTS = (
     DemoExperiment(
-        "2024_01_10_SEC61_GFP", ("Phase3D", "GFP"), 30.0, 2.0, 5, "endoplasmic_reticulum", "2024-01-10", noise_sd=0.03
+        "2024_01_10_SEC61_GFP", ("Phase3D", "GFP"), 30.0, 2.0, 3, "endoplasmic_reticulum", "2024-01-10", noise_sd=0.03
     ),
     DemoExperiment(
-        "2024_02_21_TOMM20_RFP", ("Phase3D", "RFP", "Mito"), 20.0, 1.0, 7, "mitochondria", "2024-02-21", noise_sd=0.06
+        "2024_02_21_TOMM20_RFP",
+        ("Phase3D", "RFP", "Mito"),
+        20.0,
+        1.0,
+        4,
+        "mitochondria",
+        "2024-02-21",
+        noise_sd=0.06,
+        reporter_gain=0.6,
+        background=0.2,
+        blur_sigma=0.5,
     ),
     DemoExperiment(
-        "2024_03_05_G3BP1_mCherry", ("Phase3D", "mCherry"), 30.0, 3.0, 4, "stress_granules", "2024-03-05", noise_sd=0.1
+        "2024_03_05_G3BP1_mCherry",
+        ("Phase3D", "mCherry"),
+        30.0,
+        3.0,
+        2,
+        "stress_granules",
+        "2024-03-05",
+        noise_sd=0.1,
+        reporter_gain=1.5,
+        background=0.05,
     ),
     DemoExperiment(
-        "2024_04_18_NS3_mNeonGreen", ("Phase3D", "mNeonGreen"), 30.0, 2.5, 6, "virus", "2024-04-18", noise_sd=0.12
+        "2024_03_27_NPM1_mScarlet",
+        ("Phase3D", "mScarlet"),
+        30.0,
+        1.5,
+        3,
+        "nucleolus",
+        "2024-03-27",
+        noise_sd=0.12,
+        reporter_gain=0.8,
+        background=0.15,
+        blur_sigma=0.7,
+    ),
+    DemoExperiment(
+        "2024_04_18_NS3_mNeonGreen",
+        ("Phase3D", "mNeonGreen"),
+        30.0,
+        2.5,
+        3,
+        "virus",
+        "2024-04-18",
+        noise_sd=0.12,
+        reporter_gain=1.2,
+        background=0.3,
+        blur_sigma=0.5,
     ),
 )
-#: name of the held-out experiment
-HELD_OUT = DEMO_EXPERIMENTS[-1].name
 
 
 @dataclass(frozen=True)
@@ -83,17 +136,32 @@ class DemoDataset:
         The experiments file for ``MultiExperimentDataModule.experiments_yaml``.
     train_experiments : list of str
         Experiments used for training.
-    held_out : str
-        Experiment used only for evaluation.
+    validation : str
+        Experiment for choosing settings (and Lightning's validation loss); never trained on.
+    test : str
+        Experiment scored once per reported run; never trained on, never used to choose anything.
     annotations : pandas.DataFrame
-        Ground truth of every experiment: ``experiment, fov_name, track_id, t, infection_state,
-        division`` (``infection_state`` 1 = infected, 0 = uninfected).
+        Ground truth of every experiment: ``experiment, fov_name, track_id, t, y, x, infection_state, division,
+        infection_onset, hours_since_onset`` (``infection_state`` 1 = infected, 0 = uninfected;
+        ``infection_onset`` the lineage's first infected frame, -1 if never; ``hours_since_onset`` NaN before
+        the onset and for cells never infected).
+    experiments : tuple of DemoExperiment
+        The acquisitions, in ``experiments.yml`` order.
     """
 
     experiments_yaml: Path
     train_experiments: list[str]
-    held_out: str
+    validation: str
+    test: str
     annotations: pd.DataFrame
+    experiments: tuple[DemoExperiment, ...]
+
+    def experiment(self, name: str) -> DemoExperiment:
+        """Return the acquisition called ``name``."""
+        for exp in self.experiments:
+            if exp.name == name:
+                return exp
+        raise KeyError(f"no demo experiment {name!r} (have {[e.name for e in self.experiments]})")
 
 
 def write_demo_dataset(
@@ -109,8 +177,12 @@ def write_demo_dataset(
     reporter_brightness_sd: float = 0.0,
     border_margin: float | None = None,
     transient_puncta: float = 0.0,
+    puncta_anywhere: bool = False,
     texture_contrast: float = 0.3,
     division_probability: float = 0.08,
+    onset_spread_hours: float = 0.0,
+    never_infected_fraction: float = 0.0,
+    phenotype_hours: float = 0.0,
     experiments: tuple[DemoExperiment, ...] = DEMO_EXPERIMENTS,
     progress: bool = True,
 ) -> DemoDataset:
@@ -143,26 +215,37 @@ def write_demo_dataset(
     transient_puncta : float, default 0.0
         Mean number of short-lived bright reporter puncta per cell and frame (a nuisance that looks like the
         infected nucleus in a single frame but does not persist).
+    puncta_anywhere : bool, default False
+        Puncta may appear over the nucleus too (default: cytoplasm only).
     texture_contrast : float, default 0.3
         Contrast of the per-track phase texture, a cue to cell identity that contrastive training latches onto.
     division_probability : float, default 0.08
         Probability per frame that a cell divides.
+    onset_spread_hours : float, default 0.0
+        Each lineage of the infected wells is infected at its own time, uniformly within this many hours after
+        the experiment's ``infection_onset``; 0 infects the whole well at once.
+    never_infected_fraction : float, default 0.0
+        Fraction of the infected wells' lineages that are never infected.
+    phenotype_hours : float, default 0.0
+        Hours over which the infection phenotype develops after a cell's onset (0: in full at the onset).
     experiments : tuple of DemoExperiment
-        The experiments; the last one is held out.
+        At least three: the training experiments, then the validation experiment, then the test experiment.
     progress : bool, default True
         Show a progress bar.
 
     Returns
     -------
     DemoDataset
-        Paths and ground truth.
+        Paths, the split and the ground truth.
     """
     from tqdm.auto import tqdm
 
     from viscy_data.synthetic import write_synthetic_plate
 
-    if len(experiments) < 2:
-        raise ValueError(f"the demo needs at least one training and one held-out experiment, got {len(experiments)}")
+    if len(experiments) < 3:
+        raise ValueError(
+            f"the demo needs at least one training, one validation and one test experiment, got {len(experiments)}"
+        )
     late = [e.name for e in experiments if e.infection_onset >= n_timepoints]
     if late:
         raise ValueError(f"n_timepoints={n_timepoints} ends before the infection onset of {late}")
@@ -186,13 +269,23 @@ def write_demo_dataset(
             border_margin=border_margin,
             noise_sd=exp.noise_sd,
             transient_puncta=transient_puncta,
+            puncta_anywhere=puncta_anywhere,
             texture_contrast=texture_contrast,
             division_probability=division_probability,
+            onset_spread=exp.frames(onset_spread_hours),
+            never_infected_fraction=never_infected_fraction,
+            phenotype_frames=max(1, exp.frames(phenotype_hours)),
+            reporter_gain=exp.reporter_gain,
+            background=exp.background,
+            blur_sigma=exp.blur_sigma,
             seed=seed * 100 + i,
             tracks_path=root / f"{exp.name}_tracks",
         )
         plate.write_annotation_csv(root / f"{exp.name}_annotations.csv")
-        annotations.append(plate.annotations.assign(experiment=exp.name))
+        truth = plate.annotations
+        since = truth["t"] - truth["infection_onset"]
+        hours = np.where(truth["infection_state"] == 1, since * exp.interval_minutes / 60, np.nan)
+        annotations.append(truth.assign(experiment=exp.name, hours_since_onset=hours))
         entries.append(
             {
                 "name": exp.name,
@@ -209,12 +302,27 @@ def write_demo_dataset(
             }
         )
     experiments_yaml = root / "experiments.yml"
-    header = "# Synthetic experiments written by `dynaclr demo`; the last one is held out of training.\n"
+    header = (
+        "# Synthetic experiments written by `dynaclr demo`; the last two (validation, test) are never trained on.\n"
+    )
     experiments_yaml.write_text(header + yaml.safe_dump({"experiments": entries}, sort_keys=False))
-    columns = ["experiment", "fov_name", "track_id", "t", "infection_state", "division"]
+    columns = [
+        "experiment",
+        "fov_name",
+        "track_id",
+        "t",
+        "y",
+        "x",
+        "infection_state",
+        "division",
+        "infection_onset",
+        "hours_since_onset",
+    ]
     return DemoDataset(
         experiments_yaml=experiments_yaml,
-        train_experiments=[e.name for e in experiments[:-1]],
-        held_out=experiments[-1].name,
+        train_experiments=[e.name for e in experiments[:-2]],
+        validation=experiments[-2].name,
+        test=experiments[-1].name,
         annotations=pd.concat(annotations, ignore_index=True)[columns],
+        experiments=tuple(experiments),
     )

@@ -2,8 +2,9 @@
 
 - :func:`cell_patches`: every predicted cell's normalised, centre-cropped patch, read through a
   :class:`~dynaclr.datamodule.MultiExperimentDataModule` (the reader and transforms of ``dynaclr predict``);
-- :func:`disc_intensity_features`: hand-made per-channel intensity statistics in discs around the cell
-  centre (e.g. nucleus-sized and cell-sized); the raw-pixel baseline is the patches themselves, flattened;
+- :func:`baseline_features`: the patches themselves, flattened (raw pixels), and hand-made per-channel
+  intensity statistics in discs around the cell centre (nucleus-sized and cell-sized,
+  :func:`viscy_utils.evaluation.feature.disc_intensity_features`);
 - :func:`fit_linear_probe` and :func:`fit_linear_readout`: the linear read-outs fitted identically on
   every feature set (regularisation chosen by cross-validation on the training cells only, grouped by track).
 
@@ -12,7 +13,6 @@ Needs scikit-learn and scipy (``pip install "dynaclr[eval]"``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +20,8 @@ import pandas as pd
 
 __all__ = [
     "CellPatches",
+    "baseline_features",
     "cell_patches",
-    "disc_intensity_features",
     "fit_linear_probe",
     "fit_linear_readout",
 ]
@@ -72,42 +72,35 @@ def cell_patches(datamodule) -> CellPatches:
     return CellPatches(images=np.concatenate(images).astype(np.float32, copy=False), index=index)
 
 
-def disc_intensity_features(images: np.ndarray, radii: Sequence[float]) -> np.ndarray:
-    """Per-channel intensity statistics in discs centred on the patch centre.
-
-    For each disc radius (e.g. a nucleus and a cell radius, in pixels) and channel: mean, standard
-    deviation, minimum, maximum and median over the disc (all Z planes); the statistics of the
-    ``dynaclr demo`` baseline.
+def baseline_features(
+    images: np.ndarray, disc_radii: dict[str, float], channel_names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Compute the non-learned representations of cell-centred patches: the baselines of every DynaCLR report.
 
     Parameters
     ----------
     images : numpy.ndarray
-        ``(N, C, Z, Y, X)`` patches centred on the cells.
-    radii : sequence of float
-        Disc radii in pixels; a pixel belongs to a disc when its distance to the patch centre is at most
-        the radius.
+        ``(N, C, Z, Y, X)`` patches as the encoder receives them (e.g. :attr:`CellPatches.images`).
+    disc_radii : dict of str to float
+        Disc name -> radius in pixels, e.g. ``{"nucleus": 3.0, "cell": 7.0}``: about a nucleus and a whole cell.
+    channel_names : list of str, optional
+        Channel names (feature names only).
 
     Returns
     -------
-    numpy.ndarray
-        ``(N, len(radii) * 5 * C)`` float32: per disc, the five statistics, each for every channel.
-
-    Raises
-    ------
-    ValueError
-        If a radius is not positive or a disc holds no pixel.
+    dict of str to numpy.ndarray
+        ``"raw_pixels"``: every voxel of the patch, flattened (``(N, C * Z * Y * X)``); ``"disc_features"``:
+        mean, sd, min, max and median of every channel in each disc
+        (:func:`viscy_utils.evaluation.feature.disc_intensity_features`), float32.
     """
-    n, c, _, y, x = images.shape
-    yy, xx = np.mgrid[:y, :x]
-    r2 = (yy - (y - 1) / 2) ** 2 + (xx - (x - 1) / 2) ** 2
-    features = []
-    for radius in radii:
-        inside = r2 <= float(radius) ** 2
-        if radius <= 0 or not inside.any():
-            raise ValueError(f"a disc of radius {radius} holds no pixel of a {y}x{x} patch")
-        values = images[..., inside].reshape(n, c, -1).astype(np.float64)
-        features += [values.mean(-1), values.std(-1), values.min(-1), values.max(-1), np.median(values, axis=-1)]
-    return np.concatenate(features, axis=1).astype(np.float32)
+    from viscy_utils.evaluation.feature import disc_intensity_features
+
+    images = np.asarray(images)
+    discs = disc_intensity_features(images, disc_radii, channel_names)
+    return {
+        "raw_pixels": images.reshape(len(images), -1),
+        "disc_features": discs.to_numpy(dtype=np.float32),
+    }
 
 
 def _groups_cv(groups: np.ndarray, n_splits: int = 5):

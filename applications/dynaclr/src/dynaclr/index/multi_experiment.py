@@ -44,6 +44,10 @@ class MultiExperimentIndex:
         kept, written atomically) and reloaded by later constructions with the same experiments, parameters and
         tracking files: the key hashes them, CSV sizes and modification times included, so any change rebuilds it.
         An unreadable or stale cache file is rebuilt with a warning; a failed write only warns.
+    same_frame_positives : bool, default False
+        Every anchor is its own positive (the same frame, augmented independently: SimCLR-style, the
+        time-agnostic ablation of DynaCLR). The valid anchors and the random draws stay those of
+        ``tau_range_hours``, so a model trained with it differs from DynaCLR only in its positives.
 
     Attributes
     ----------
@@ -72,8 +76,10 @@ class MultiExperimentIndex:
         include_wells: list[str] | None = None,
         exclude_fovs: list[str] | None = None,
         cache_dir: str | Path | None = None,
+        same_frame_positives: bool = False,
     ) -> None:
         self.registry = registry
+        self.same_frame_positives = bool(same_frame_positives)
         self.z_range = z_range if isinstance(z_range, slice) else slice(*z_range)
         self.yx_patch_size = (int(yx_patch_size[0]), int(yx_patch_size[1]))
         self.tau_range_hours = (float(tau_range_hours[0]), float(tau_range_hours[1]))
@@ -246,6 +252,7 @@ class MultiExperimentIndex:
             np.array([self.tau_frames[name] for name in self._exp_names], dtype=np.int64).reshape(-1, 2),
             tree,
             describe=lambda rows: str(self.tracks.iloc[rows][["experiment", "fov_name", "track_id", "t"]]),
+            same_frame_positives=self.same_frame_positives,
         )
         self._anchor_rows = valid_anchor_rows(self._positives, len(self.tracks))
         self.valid_anchors = self.tracks.iloc[self._anchor_rows].reset_index(drop=True)
@@ -257,7 +264,8 @@ class MultiExperimentIndex:
 
         ``tau`` is drawn with :func:`dynaclr.tau_sampling.tau_probabilities` (``tau = 0``
         excluded); when nothing exists at that offset the first offset in ``tau_min..tau_max``
-        that has a candidate is used. Among the candidates one is picked uniformly.
+        that has a candidate is used. Among the candidates one is picked uniformly. With
+        ``same_frame_positives`` the same draws are made and every anchor is returned as its own positive.
 
         Parameters
         ----------

@@ -6,7 +6,9 @@ For a batch of anchors everything is expanded at once into flat arrays:
 * a *range* is one (offset, subtree track) pair: the observations of that track at ``t + tau``, a
   contiguous run of the table's rows sorted by (track, t).
 
-The number of candidates of an offset is the sum of its ranges; ``tau = 0`` has none.
+The number of candidates of an offset is the sum of its ranges; ``tau = 0`` has none. A same-frame sampler
+(``same_frame_positives=True``, the ablation of DynaCLR) finds and draws exactly as the temporal one, then
+returns each anchor as its own positive.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ class PositiveSampler:
         Each track's subtree (itself and its descendants): where positives may come from.
     describe : callable, optional
         Turns anchor rows into text for error messages.
+    same_frame_positives : bool, default False
+        Return every anchor as its own positive (the same frame, augmented independently downstream:
+        SimCLR-style, the time-agnostic ablation of DynaCLR). Everything else is unchanged, so the ablation
+        trains identically to the temporal sampler: the valid anchors are those with a positive in
+        ``tau_frames`` and the random stream is consumed by the same draws.
     """
 
     def __init__(
@@ -72,11 +79,13 @@ class PositiveSampler:
         tau_frames: np.ndarray,
         subtrees: Subtrees,
         describe: Callable[[np.ndarray], str] = str,
+        same_frame_positives: bool = False,
     ) -> None:
         self.track_of_row = track_of_row
         self.t_of_row = t_of_row
         self.experiment_of_row = experiment_of_row
         self.tau_frames = np.asarray(tau_frames, dtype=np.int64).reshape(-1, 2)
+        self.same_frame_positives = bool(same_frame_positives)
         self._tau_min, self._tau_max = self.tau_frames[:, 0].copy(), self.tau_frames[:, 1].copy()
         self.subtrees = subtrees
         self.describe = describe
@@ -156,4 +165,6 @@ class PositiveSampler:
         target = _starts(totals) + np.floor(rng.random(rows.size) * totals).astype(np.int64)
         hit = np.searchsorted(cumulative, target, side="right")
         within = target - (cumulative[hit] - counts[hit])
+        if self.same_frame_positives:  # drawn as above all the same, so both samplers use one random stream
+            return rows.copy()
         return self._order[found.range_start[taken][hit] + within]

@@ -1,13 +1,14 @@
-"""Temporal smoothness of embeddings: adjacent-frame versus random-pair distances."""
+"""Temporal structure of embeddings: adjacent-frame versus random-pair distances, and temporal order in a track."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.signal import find_peaks
-from scipy.stats import gaussian_kde
+from scipy.stats import gaussian_kde, spearmanr
 
 from viscy_utils.evaluation._inputs import get_features, get_obs, track_groups
 from viscy_utils.evaluation._optional import require
@@ -16,7 +17,13 @@ from viscy_utils.evaluation.clustering import compare_time_offset, select_block
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["compute_embeddings_smoothness", "compute_piece_wise_distance", "find_distribution_peak"]
+__all__ = [
+    "TemporalOrder",
+    "compute_embeddings_smoothness",
+    "compute_piece_wise_distance",
+    "compute_temporal_order",
+    "find_distribution_peak",
+]
 
 #: peaks lower than this fraction of the highest density are ignored
 _PEAK_MIN_HEIGHT = 0.1
@@ -163,3 +170,91 @@ def compute_embeddings_smoothness(
             print(f"{key}: {value:.4f}")
     distributions = {"adjacent_frame_distribution": adjacent, "random_frame_distribution": random}
     return stats, distributions, per_track
+
+
+@dataclass(frozen=True)
+class TemporalOrder:
+    """Within-track temporal order of embeddings (see :func:`compute_temporal_order`).
+
+    Attributes
+    ----------
+    score : float
+        Mean over tracks of the Spearman correlation between the embedding distance of two frames of the
+        track and their time lag; 1: the farther apart in time, the farther apart in the embedding.
+    per_track : numpy.ndarray
+        The correlation of every scored track.
+    n_tracks : int
+        Number of scored tracks.
+    """
+
+    score: float
+    per_track: np.ndarray
+    n_tracks: int
+
+
+def compute_temporal_order(
+    features_ad: AnnData,
+    distance_metric: str = "cosine",
+    min_frames: int = 4,
+    track_mask: np.ndarray | None = None,
+) -> TemporalOrder:
+    """How well embedding distances within a track follow the time lag between its frames.
+
+    For every track, all pairs of its frames are compared: the Spearman rank correlation between their
+    embedding distance and their time lag ``|t_i - t_j|``. Comparing frames of one cell only controls for
+    cell identity: features that are constant within a track (a cell's brightness, its shape) cannot score,
+    unlike in a ratio of adjacent to random-pair distances. Features are standardised over all samples first.
+
+    Parameters
+    ----------
+    features_ad : AnnData
+        Embeddings (``X``) with ``fov_name``, ``track_id`` and ``t`` in ``obs`` (an xarray embedding
+        dataset works too).
+    distance_metric : str, default "cosine"
+        ``"cosine"``, ``"euclidean"`` or another scipy metric.
+    min_frames : int, default 4
+        Tracks with fewer frames are skipped (they have too few distinct lags).
+    track_mask : numpy.ndarray, optional
+        Boolean per sample: only these samples form the scored tracks (e.g. cells whose state changes);
+        all samples still define the standardisation.
+
+    Returns
+    -------
+    TemporalOrder
+        Mean correlation, per-track correlations and the number of tracks. Tracks whose distances or lags
+        are all equal have no rank correlation and are skipped.
+
+    Raises
+    ------
+    ValueError
+        If ``min_frames < 3`` (two frames have a single lag), ``track_mask`` has the wrong length, or no
+        track can be scored.
+    """
+    preprocessing = require("sklearn.preprocessing", "eval", "compute_temporal_order")
+    if min_frames < 3:
+        raise ValueError(f"min_frames must be >= 3 to have more than one time lag, got {min_frames}")
+    features = preprocessing.StandardScaler().fit_transform(get_features(features_ad).astype(np.float64))
+    obs = get_obs(features_ad)
+    if track_mask is not None:
+        track_mask = np.asarray(track_mask, dtype=bool)
+        if track_mask.shape != (len(obs),):
+            raise ValueError(f"track_mask must have one value per sample ({len(obs)}), got shape {track_mask.shape}")
+        rows_kept = np.flatnonzero(track_mask)
+        groups = [rows_kept[g] for g in track_groups(obs.iloc[rows_kept], ["fov_name", "track_id"])]
+    else:
+        groups = track_groups(obs, ["fov_name", "track_id"])
+    t = obs["t"].to_numpy(dtype=np.float64)
+    correlations = []
+    for rows in groups:
+        if len(rows) < min_frames:
+            continue
+        i, j = np.triu_indices(len(rows), k=1)
+        distances = _row_distances(features, rows[i], rows[j], distance_metric)
+        lags = np.abs(t[rows[j]] - t[rows[i]])
+        if np.ptp(distances) == 0 or np.ptp(lags) == 0:
+            continue
+        correlations.append(spearmanr(lags, distances).statistic)
+    if not correlations:
+        raise ValueError(f"compute_temporal_order found no track with at least {min_frames} frames to score")
+    per_track = np.asarray(correlations, dtype=np.float64)
+    return TemporalOrder(score=float(per_track.mean()), per_track=per_track, n_tracks=int(per_track.size))
