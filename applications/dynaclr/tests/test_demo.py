@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from dynaclr.demo.data import DEMO_EXPERIMENTS, DemoExperiment, write_demo_dataset
+from dynaclr.demo.data import DEMO_EXPERIMENTS, PRESETS, DemoExperiment, write_demo_dataset
 from dynaclr.demo.report import (
     METHODS,
     READOUTS,
@@ -26,7 +26,7 @@ from dynaclr.demo.report import (
     track_groups,
     transition_tracks,
 )
-from dynaclr.demo.run import _PRESETS, _fit_config, _predict_config, demo_config_path, main, run_demo
+from dynaclr.demo.run import _fit_config, _predict_config, demo_config_path, main, run_demo
 from dynaclr.experiment import ExperimentRegistry
 
 SMALL = {"n_timepoints": 6, "fovs_per_well": 1, "yx_size": (48, 48), "z_size": 3, "cells_per_fov": 3}
@@ -61,7 +61,7 @@ def test_shipped_experiments_differ_in_reporter_and_acquisition():
 def test_presets_centre_every_patch_on_its_cell(fast):
     config = yaml.safe_load(demo_config_path().read_text())
     patch = config["data"]["init_args"]["yx_patch_size"]
-    data = _PRESETS[fast]["data"]
+    data = PRESETS[fast]["data"]
     # the dataset clamps patches of cells closer to the border than half a patch: keep cells out of that band
     assert data["border_margin"] >= max(patch) / 2
     assert min(data["yx_size"]) - 2 * data["border_margin"] >= max(patch)

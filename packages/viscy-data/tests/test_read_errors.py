@@ -24,7 +24,7 @@ def corrupt_plate(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plate = write_synthetic_plate(
-            tmp_path / "plate.zarr", n_timepoints=4, z_size=2, yx_size=(64, 64), cells_per_fov=3, seed=3
+            tmp_path / "plate.zarr", n_timepoints=4, z_size=2, yx_size=(64, 64), cells_per_fov=8, seed=3
         )
     corrupt_timepoint(plate.store_path, BAD_FOV, BAD_T)
     return plate
@@ -74,6 +74,7 @@ def _triplet(plate, num_workers, z_range=(0, 2), return_negative=True):
         final_yx_patch_size=(32, 32),
         batch_size=4,
         num_workers=num_workers,
+        seed=0,
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from dynaclr.demo import run as demo
-from dynaclr.demo.data import write_demo_dataset
+from dynaclr.demo.data import PRESETS, write_demo_dataset
 from dynaclr.run_configs import write_config
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     from viscy_utils.cpu_runtime import tune_cpu_runtime
 
     tune_cpu_runtime()
-    preset = demo._PRESETS[False]
+    preset = PRESETS[False]
     data_dir = args.out / "data"
     dataset = write_demo_dataset(data_dir, seed=0, progress=False, **preset["data"])
     names = [*dataset.train_experiments, dataset.validation]

@@ -28,6 +28,7 @@ __all__ = [
     "is_finite_number",
     "is_integer",
     "missing_channels_problem",
+    "negative_tracks_problem",
     "patch_argument_problems",
     "patch_fit_problems",
     "probability_problem",
@@ -212,6 +213,26 @@ def anchors_problem(
     return (
         f"batch_size={batch_size}{processes} needs at least {batch_size * max(world_size, 1)} training anchors, "
         f"{what} have {n_anchors}: an epoch would have no batch; set batch_size <= {n_anchors // max(world_size, 1)}"
+    )
+
+
+def negative_tracks_problem(tracks: Any, split: str) -> str | None:
+    """Check that a split holds at least two tracks, so every anchor has a negative from another track.
+
+    Parameters
+    ----------
+    tracks : pandas.DataFrame
+        The split's usable observations, with ``global_track_id`` and ``fov_name`` columns.
+    split : str
+        The split's name in the message (e.g. ``"validation"``).
+    """
+    n_tracks = tracks["global_track_id"].nunique()
+    if n_tracks >= 2:
+        return None
+    fovs = sorted(tracks["fov_name"].unique())
+    return (
+        f"the {split} FOVs {fovs} hold {n_tracks} usable track(s); negatives need at least two: "
+        "change split_ratio or seed, or add FOVs"
     )
 
 

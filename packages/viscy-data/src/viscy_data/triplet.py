@@ -449,18 +449,13 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
             raise ValueError(f"split_ratio={self.split_ratio} of {len(positions)} FOVs leaves an empty split")
         self.train_dataset = self._dataset([positions[i] for i in train_idx], fit=True)
         self.val_dataset = self._dataset([positions[i] for i in val_idx], fit=True)
-        for split, dataset in (("training", self.train_dataset), ("validation", self.val_dataset)):
-            n_tracks = dataset.tracks["global_track_id"].nunique()
-            if n_tracks < 2:  # negatives come from another track: fail now, not at the first batch
-                raise ValueError(
-                    f"the {split} FOVs {sorted(dataset.tracks['fov_name'].unique())} hold {n_tracks} usable track(s); "
-                    "negatives need at least two: change split_ratio or seed, or add FOVs"
-                )
+        # negatives need another track and the training loader drops the incomplete batch: fail now, not later
+        splits = (("training", self.train_dataset), ("validation", self.val_dataset)) if self.return_negative else ()
+        problems = [checks.negative_tracks_problem(dataset.tracks, split) for split, dataset in splits]
         if stage == "fit":
-            # the training loader drops the incomplete batch: fewer anchors than a batch would train on nothing
-            message = checks.anchors_problem(len(self.train_dataset), self.batch_size, what="the training FOVs")
-            if message is not None:
-                raise ValueError(message)
+            problems.append(checks.anchors_problem(len(self.train_dataset), self.batch_size, what="the training FOVs"))
+        if any(problems):
+            raise ValueError("; ".join(p for p in problems if p))
 
     def _loader(self, dataset: TripletDataset, shuffle: bool) -> ThreadDataLoader:
         kwargs: dict[str, Any] = {}

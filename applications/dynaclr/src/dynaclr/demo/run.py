@@ -35,7 +35,7 @@ try:  # the evaluation half needs the eval extra; fail here so `dynaclr demo` na
 except ImportError as err:
     raise ImportError(f'dynaclr demo needs {err.name}: pip install "dynaclr[eval]"') from err
 
-from dynaclr.demo.data import DemoDataset, write_demo_dataset
+from dynaclr.demo.data import PRESETS, DemoDataset, write_demo_dataset
 from dynaclr.demo.report import (
     READOUTS,
     format_table,
@@ -50,33 +50,6 @@ from dynaclr.run_configs import fit_run_config, predict_run_config, write_config
 
 __all__ = ["DISC_RADII", "DemoResult", "demo_config_path", "main", "run_demo"]
 
-#: what the synthetic cells look like (both presets), chosen for realism before any model was scored. Cells stay
-#: half a patch from the border so every patch is centred on its cell. In the infected wells each lineage is
-#: infected at its own time within 3 h of the experiment's first onset, a quarter of them never (bystanders), and
-#: infection moves the reporter into the nucleus over 3 h at constant total intensity; expression varies from
-#: cell to cell; short-lived bright reporter puncta (one per cell every other frame on average) appear anywhere,
-#: the nucleus included, so a single frame is ambiguous; no per-track phase texture gives away cell identity.
-_DATA = {
-    "yx_size": (128, 128),
-    "border_margin": 17,
-    "infection_phenotype": "relocalisation",
-    "reporter_brightness_sd": 0.5,
-    "transient_puncta": 0.5,
-    "puncta_anywhere": True,
-    "texture_contrast": 0.0,
-    "division_probability": 0.04,
-    "onset_spread_hours": 3.0,
-    "never_infected_fraction": 0.25,
-    "phenotype_hours": 3.0,
-}
-#: (dataset size, training length) of the full and the --fast demo
-_PRESETS = {
-    False: {"data": {**_DATA, "n_timepoints": 16, "fovs_per_well": 2, "cells_per_fov": 10}, "max_epochs": 4},
-    True: {
-        "data": {**_DATA, "yx_size": (96, 96), "n_timepoints": 10, "fovs_per_well": 1, "cells_per_fov": 4},
-        "max_epochs": 1,
-    },
-}
 #: discs of the hand-made features, in pixels: about the synthetic nucleus and the whole synthetic cell
 DISC_RADII = {"nucleus": 3.0, "cell": 7.0}
 #: the learned methods, trained or not, once per training seed
@@ -282,7 +255,7 @@ def run_demo(
     start, cpu_start, load_start = time.perf_counter(), _cpu_seconds(), os.getloadavg()
     output_dir = Path(output_dir).absolute()
     _prepare_output(output_dir, overwrite)
-    preset = _PRESETS[bool(fast)]
+    preset = PRESETS[bool(fast)]
     epochs = max_epochs or preset["max_epochs"]
     timings: dict[str, float] = {}
 
