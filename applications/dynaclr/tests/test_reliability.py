@@ -28,6 +28,7 @@ from viscy_utils.cli import run_cli
 EXPERIMENTS = (
     DemoExperiment("exp_a", ("Phase3D", "GFP"), 30.0, 2.0, 2),
     DemoExperiment("exp_b", ("Phase3D", "GFP"), 30.0, 0.5, 3),
+    DemoExperiment("exp_c", ("Phase3D", "GFP"), 30.0, 1.0, 2),  # the demo writer wants train/val/test experiments
 )
 SHAPE = (6, 2, 3, 48, 48)
 
@@ -127,7 +128,7 @@ def test_predict_with_a_corrupt_chunk_fails_and_writes_no_store(run_dir):
     tmp_path, config = run_dir
     corrupt_timepoint(tmp_path / "data" / "exp_a.zarr", "A/2/0", 3)
     store = tmp_path / "embeddings.zarr"
-    predict = _predict_config(config, "exp_a", store, None, tmp_path / "predict_logs")
+    predict = _predict_config(config, ["exp_a"], store, None, tmp_path / "predict_logs")
     with pytest.raises(ImageReadError, match="FOV 'exp_a:A/2/0' at timepoint 3"):
         run_cli(["predict", "-c", _write(predict, tmp_path / "predict.yml")], prog="dynaclr")
     assert not store.exists()
@@ -140,7 +141,7 @@ def test_predict_of_a_clean_plate_embeds_every_cell(run_dir):
 
     tmp_path, config = run_dir
     store = tmp_path / "embeddings.zarr"
-    predict = _predict_config(config, "exp_a", store, None, tmp_path / "predict_logs")
+    predict = _predict_config(config, ["exp_a"], store, None, tmp_path / "predict_logs")
     run_cli(["predict", "-c", _write(predict, tmp_path / "predict.yml")], prog="dynaclr")
     tracks = [p for p in (tmp_path / "data" / "exp_a_tracks").rglob("*.csv")]
     n_cells = sum(len(np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)) for p in tracks)

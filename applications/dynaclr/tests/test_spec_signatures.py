@@ -58,7 +58,7 @@ SIGNATURES = {
     "dynaclr.experiment:ExperimentRegistry.tau_range_frames": "experiment_name, tau_range_hours",
     "dynaclr.experiment:ExperimentRegistry.get_experiment": "name",
     "dynaclr.index:MultiExperimentIndex": "registry, z_range, yx_patch_size, tau_range_hours=(0.5, 2.0), "
-    "include_wells=None, exclude_fovs=None, cache_dir=None",
+    "include_wells=None, exclude_fovs=None, cache_dir=None, same_frame_positives=False",
     "dynaclr.dataset:MultiExperimentTripletDataset": "index, fit=True, tau_range_hours=(0.5, 2.0), "
     "tau_decay_rate=2.0, return_negative=False, cache_pool_bytes=0, seed=0",
     "dynaclr.datamodule:MultiExperimentDataModule": "experiments_yaml=None, z_range=None, yx_patch_size=None, "
@@ -67,7 +67,7 @@ SIGNATURES = {
     "temporal_window_hours=2.0, temporal_global_fraction=0.3, experiment_weights=None, condition_ratio=None, "
     "channel_dropout_channels=None, channel_dropout_prob=0.5, normalizations=None, augmentations=None, "
     "hcl_beta=0.5, cache_pool_bytes=0, seed=0, include_wells=None, exclude_fovs=None, predict_experiments=None, "
-    "index_cache_dir=None, experiments_file=None",
+    "index_cache_dir=None, experiments_file=None, same_frame_positives=False",
     "dynaclr.loss:NTXentHCL": "temperature=0.07, beta=0.5, **kwargs",
     "dynaclr.tau_sampling:sample_tau": "tau_min, tau_max, rng, decay_rate=2.0",
     "dynaclr.cli:LazyCommand": "name, import_path, help=None, short_help=None, extra='pip install \"dynaclr[eval]\"'",
