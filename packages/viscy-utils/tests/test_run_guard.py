@@ -55,6 +55,9 @@ def _start(tmp_path, subcommand, config, *extra):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell that starts the test run in the background ignores SIGINT, and children inherit that; a user's
+        # `dynaclr fit` in a terminal gets Python's default KeyboardInterrupt handler, so the child gets it too
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
