@@ -15,7 +15,8 @@ one chunk per (t, c) plane stack), the measurements of the other scripts and pri
    on CPU, on the rechunked 512 x 512 plates -- ``bench_multi_experiment_datamodule``.
 
 Wall-clock rates are only meaningful on an otherwise idle machine: the load average is printed with every
-number and the table says "LOADED" when the 1-minute load exceeds the core count. CPU milliseconds per
+number and the table says "LOADED" when the 1-minute load exceeds the core count plus 1.5 (the benchmark's own
+loader threads and main thread keep the load at up to cores + 1 on an otherwise idle machine). CPU milliseconds per
 sample (process CPU time) are also given, with the rate they would allow on idle cores, as the steadier
 figure on a shared machine. Plates are generated once (a few minutes; ~6 GB at 512 x 512 per layout, 2048 x
 2048 as hard-linked pools, see ``realistic_plate.py``) and reused; ``--plates`` points at an existing cache.
@@ -52,6 +53,8 @@ from bench_rechunk import run_rechunk
 from realistic_plate import PlateSpec, build_experiments, plate_dir
 
 RESULTS = Path(__file__).parent / "results" / "ai_ready"
+#: 1-minute load above the core count that the benchmark's own threads explain
+LOAD_MARGIN = 1.5
 CORES = len(os.sched_getaffinity(0))
 #: issue 18's targets on 2 cores
 TARGETS = {
@@ -62,8 +65,6 @@ TARGETS = {
     "rechunk_rss_gb": 2.0,
     "datamodule": 60.0,
 }
-#: ``__getitems__`` on the iohub layout when the issue was filed (512 x 512, 2 cores): "unsharded: no slower"
-BASELINE_UNSHARDED_512 = 88.0
 #: wells of one 512 x 512 experiment rechunked for the time/memory target: 8 FOVs x 20 t, ~1.5 GB on disk
 RECHUNK_WELLS = ("A/1", "A/2")
 
@@ -202,8 +203,8 @@ def table(results: dict, loaded: bool) -> str:
             if r is None:
                 continue
             goal = TARGETS.get(f"getitems_{size}") if layout == "rechunked" else None
-            if layout == "original" and size == "512":
-                goal = BASELINE_UNSHARDED_512  # the issue's figure at filing time, on its machine
+            # unsharded layouts have no absolute goal: "no slower than today" is a before/after comparison on the same
+            # plate and machine (compare_i16.py --benchmarks unsharded); the codec floor row says what any reader gets
             idle = CORES / r["cpu_per_sample"]
             rows.append(
                 (
@@ -302,7 +303,8 @@ def main() -> None:
             datamodule(args, results)
             loads.append(load())
         one_minute = [float(entry.split()[1]) for entry in loads]
-        loaded = max(one_minute) > CORES
+        # the benchmark itself runs up to CORES + 1 busy threads: more than that is someone else's work
+        loaded = max(one_minute) > CORES + LOAD_MARGIN
         print(
             f"\n== summary ({time.perf_counter() - start:.0f} s in all; 1-min load during the run {min(one_minute):.1f}"
             f"-{max(one_minute):.1f} on {CORES} cores{': LOADED' if loaded else ''})"

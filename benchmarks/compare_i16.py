@@ -6,6 +6,10 @@ Runs, for two checkouts of the repository, each checkout's own copy of
 - ``bench_multi_experiment_dataset.py`` (``MultiExperimentTripletDataset.__getitems__`` throughput),
 - ``bench_multi_experiment_datamodule.py`` (``MultiExperimentDataModule`` train loader + transforms),
 
+and ``__getitems__`` on the realistic 512 x 512 plates of ``realistic_plate.py`` in iohub's default layout
+(unsharded, one compressed chunk per plane stack; code inlined here, public API only, since the "before"
+checkout may predate ``realistic_plate.py``),
+
 each in a fresh process with that checkout's own interpreter (its ``.venv``), alternating the two checkouts
 (``before, after`` in even rounds, ``after, before`` in odd ones) so that a change of machine load hits both
 alike, then prints mean +- sd per metric and the after/before ratio. The scripts time the same workload in
@@ -47,7 +51,35 @@ DRIVERS = {
         "import bench_multi_experiment_datamodule as b; b.main()",
         "import bench_multi_experiment_datamodule as b; b.main(batches=3, batch_size=32)",
     ),
+    # public API only (the "before" checkout has no patch reader and no realistic_plate.py): the realistic
+    # 512 x 512 plates in iohub's default layout, one compressed chunk per plane stack (issue 18: "unsharded
+    # plates: no slower than today"); {experiments} is the experiments file written by this script
+    "unsharded": ("{unsharded}\nmain(seeds=3, batches=4)", "{unsharded}\nmain(seeds=1, batches=2)"),
 }
+
+#: the "unsharded" driver: batches of 64 random anchors + positives, 2 ch x Z 8 x 160 x 160, chunk cache off
+UNSHARDED = """
+import time
+import numpy as np
+from dynaclr.dataset import MultiExperimentTripletDataset
+from dynaclr.experiment import ExperimentRegistry
+from dynaclr.index import MultiExperimentIndex
+
+def main(seeds, batches, batch_size=64):
+    index = MultiExperimentIndex(ExperimentRegistry.from_yaml(EXPERIMENTS), slice(0, 8), (160, 160), (0.5, 1.0))
+    dataset = MultiExperimentTripletDataset(index, tau_range_hours=(0.5, 1.0), cache_pool_bytes=0)
+    rates = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        dataset.seed = seed
+        draws = [rng.choice(len(dataset), batch_size, replace=False).tolist() for _ in range(batches + 1)]
+        dataset.__getitems__(draws[0])  # opens the stores
+        start = time.perf_counter()
+        for draw in draws[1:]:
+            dataset.__getitems__(draw)
+        rates.append(batches * batch_size / (time.perf_counter() - start))
+    print(f"realistic unsharded __getitems__: {np.mean(rates):.1f} samples/s (seeds {np.round(rates, 1).tolist()})")
+"""
 
 _NUMBER = r"([0-9][0-9,]*\.?[0-9]*)"
 
@@ -64,6 +96,11 @@ METRICS = {
         rf"normalisation \+ augmentation: {_NUMBER} samples/s",
         True,
     ),
+    "__getitems__ realistic unsharded 512 (samples/s)": (
+        "unsharded",
+        rf"unsharded __getitems__: {_NUMBER} samples/s",
+        True,
+    ),
 }
 
 
@@ -78,6 +115,20 @@ def checkout_python(checkout: Path, explicit: str | None) -> str:
             "or pass its interpreter with --before-python / --after-python"
         )
     return str(python)
+
+
+def unsharded_driver() -> str:
+    """The "unsharded" driver's code, reading the realistic 512 x 512 plates (generated once, ``realistic_plate.py``)."""
+    import dataclasses
+
+    import yaml
+    from realistic_plate import PlateSpec, build_experiments, plate_dir
+
+    spec = PlateSpec(size=512)
+    configs = build_experiments(spec)["original"]
+    experiments = plate_dir(spec) / "experiments_original.yml"
+    experiments.write_text(yaml.safe_dump({"experiments": [dataclasses.asdict(c) for c in configs]}))
+    return f"EXPERIMENTS = {str(experiments)!r}\n" + UNSHARDED
 
 
 def run_benchmark(python: str, checkout: Path, code: str, timeout: float) -> str:
@@ -137,10 +188,11 @@ def main(argv: list[str] | None = None) -> None:
         "after": (args.after.resolve(), checkout_python(args.after.resolve(), args.after_python)),
     }
     results: dict[str, dict[str, list[float]]] = {label: {m: [] for m in METRICS} for label in checkouts}
+    unsharded = unsharded_driver() if "unsharded" in args.benchmarks else ""
     for round_ in range(args.rounds):
         order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
         for benchmark in args.benchmarks:
-            code = DRIVERS[benchmark][1 if args.quick else 0]
+            code = DRIVERS[benchmark][1 if args.quick else 0].replace("{unsharded}", unsharded)
             for label in order:
                 checkout, python = checkouts[label]
                 start = time.perf_counter()

@@ -81,3 +81,20 @@ def test_cell_patches_are_what_prediction_reads(tmp_path):
     # pixels are code * 1000 + channel * 100 + t, normalised by mean code * 1000 + channel * 100 and std 2
     expected = patches.index["t"].to_numpy(dtype=np.float32) / 2
     np.testing.assert_allclose(patches.images.reshape(len(expected), -1), expected[:, None].repeat(2 * 144, axis=1))
+
+
+def test_probe_solver_follows_the_feature_count_and_not_the_answer(monkeypatch):
+    """Newton steps for few features, L-BFGS for many: the same regularised optimum either way."""
+    import dynaclr.evaluation.baselines as baselines
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 8))
+    labels = (x[:, 0] + 0.5 * x[:, 1] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    groups = np.repeat(np.arange(10), 20)
+    newton = fit_linear_probe(x, labels, groups)
+    assert newton.best_estimator_[-1].solver == "newton-cholesky"
+    monkeypatch.setattr(baselines, "NEWTON_MAX_FEATURES", 4)
+    lbfgs = fit_linear_probe(x, labels, groups)
+    assert lbfgs.best_estimator_[-1].solver == "lbfgs"
+    assert newton.best_params_ == lbfgs.best_params_
+    np.testing.assert_allclose(newton.best_estimator_[-1].coef_, lbfgs.best_estimator_[-1].coef_, atol=1e-3)

@@ -129,3 +129,35 @@ def test_transform_keys_checked_against_channels():
     DeviceTransforms(["ch_0"], [ScaleIntensityd(keys=["ch_0", "ch_1"], allow_missing_keys=True)])
     with pytest.raises(ValueError, match=r"augmentations\[1\] \(ScaleIntensityd\) names key\(s\) \['ch_1'\]"):
         DeviceTransforms(["ch_0"], [], [ScaleIntensityd(keys="ch_0"), ScaleIntensityd(keys=["ch_0", "ch_1"])])
+
+
+def test_norm_meta_collated_before_transfer_gives_the_same_batch():
+    """Per-sample statistics travel to the device as a few (B,) tensors, with the same result."""
+    from lightning.pytorch.utilities import move_data_to_device
+
+    class _Normalising(_Module):
+        def __init__(self):
+            super().__init__()
+            self.device_transforms = DeviceTransforms(["a"], [_Shift(["a"])], final_size=(-1, 2, 2))
+
+    def batch():
+        meta = [{"a": {"fov_statistics": _level(float(i))}} for i in range(3)]
+        ones = torch.ones(3, 1, 2, 4, 4)
+        return {"anchor": ones, "anchor_norm_meta": meta, "positive": ones.clone(), "positive_norm_meta": meta[::-1]}
+
+    dm = _Normalising()
+    direct = dm.on_after_batch_transfer(batch(), 0)
+    before = dm.on_before_batch_transfer(batch(), 0)
+    collated = before["anchor_norm_meta"]
+    assert set(collated) == {"a"} and collated["a"]["fov_statistics"]["mean"].tolist() == [0.0, 1.0, 2.0]
+    assert before["positive_norm_meta"]["a"]["fov_statistics"]["mean"].tolist() == [2.0, 1.0, 0.0]
+    moved = dm.on_after_batch_transfer(move_data_to_device(before, "cpu"), 0)
+    assert torch.equal(moved["anchor"], direct["anchor"]) and torch.equal(moved["positive"], direct["positive"])
+    assert [moved["anchor"][i].unique().item() for i in range(3)] == [1.0, 0.0, -1.0]
+    assert "anchor_norm_meta" not in moved and "positive_norm_meta" not in moved
+    # a batch of samples without statistics collates to None, as on_after_batch_transfer would
+    assert dm.on_before_batch_transfer({"anchor": torch.ones(2, 1, 1, 2, 2), "anchor_norm_meta": [None] * 2}, 0)[
+        "anchor_norm_meta"
+    ] is None
+    bare = torch.ones(1, 1, 2, 4, 4)
+    assert dm.on_before_batch_transfer(bare, 0) is bare

@@ -484,9 +484,7 @@ class TripletDataModule(DeviceTransformMixin, HCSDataModule):
         """Return prediction batches in order."""
         return self._loader(self.predict_dataset, shuffle=False)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Batches pass unchanged (transforms run on the device)."""
-        return batch
+    # on_before_batch_transfer: DeviceTransformMixin's (collates norm_meta), not HCSDataModule's target handling
 
     @property
     def stage_without_trainer(self) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "NEWTON_MAX_FEATURES",
     "CellPatches",
     "baseline_features",
     "cell_patches",
@@ -29,6 +30,11 @@ __all__ = [
 #: regularisation grids searched by cross-validation on the training cells
 _C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 _ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+#: up to this many features the probe solves by Newton steps on the exact Hessian (``newton-cholesky``): on the
+#: demo's 320-d embeddings 40x faster than L-BFGS (1.4 s instead of 54 s for the whole grid search, same C, and
+#: L-BFGS stopped at ``max_iter`` short of the optimum). Above it, e.g. raw pixels, each Hessian costs
+#: n_samples x n_features^2 and L-BFGS is the faster solver.
+NEWTON_MAX_FEATURES = 1024
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,8 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarra
     Features are standardised on the training cells; the inverse regularisation ``C`` is chosen from
     a fixed grid by grouped cross-validation on the training cells (``groups``: e.g. track ids, so
     frames of one cell never sit on both sides of a split), for balanced accuracy. Classes are
-    weighted to balance them.
+    weighted to balance them. Up to :data:`NEWTON_MAX_FEATURES` features the solver is
+    ``newton-cholesky`` (exact Hessian, converges in a few steps), above it ``lbfgs``.
 
     Parameters
     ----------
@@ -138,8 +145,10 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarra
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    solver = "newton-cholesky" if train_x.shape[1] <= NEWTON_MAX_FEATURES else "lbfgs"
     pipeline = make_pipeline(
-        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed)
+        StandardScaler(),
+        LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed, solver=solver),
     )
     search = GridSearchCV(
         pipeline, {"logisticregression__C": list(_C_GRID)}, cv=_groups_cv(groups), scoring="balanced_accuracy"
