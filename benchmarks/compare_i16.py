@@ -118,7 +118,7 @@ def checkout_python(checkout: Path, explicit: str | None) -> str:
 
 
 def unsharded_driver() -> str:
-    """The "unsharded" driver's code, reading the realistic 512 x 512 plates (generated once, ``realistic_plate.py``)."""
+    """The "unsharded" driver: reads the realistic 512 x 512 plates (made once by ``realistic_plate.py``)."""
     import dataclasses
 
     import yaml
