@@ -387,3 +387,19 @@ def test_demo_is_a_dynaclr_subcommand():
     assert result.exit_code == 0
     for option in ("--output-dir", "--overwrite", "--fast", "--seeds", "--data-seed", "--score-on", "--tune_cpu"):
         assert option in result.output
+
+
+def test_readme_table_is_the_committed_metrics():
+    """The README's demo table is format_table of the committed metrics.json (bold marks aside), every seed."""
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1]
+    metrics = json.loads((app / "examples/demo_results/metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["scored_experiment"] == metrics["test_experiment"]
+    assert not metrics["fast"] and len(metrics["seeds"]) >= 3
+    for method in ("dynaclr", "same_frame_ablation", "untrained_encoder"):
+        assert sorted(metrics["methods"][method]["per_seed"]) == sorted(str(s) for s in metrics["seeds"])
+    readme = (app / "README.md").read_text().replace("**", "")
+    assert format_table(metrics, markdown=True) in readme
+    assert f"at commit `{metrics['source']['git_commit'][:7]}`" in readme
+    assert (app / "examples/demo_results/readouts.png").stat().st_size > 10_000

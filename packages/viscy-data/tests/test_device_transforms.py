@@ -156,8 +156,11 @@ def test_norm_meta_collated_before_transfer_gives_the_same_batch():
     assert [moved["anchor"][i].unique().item() for i in range(3)] == [1.0, 0.0, -1.0]
     assert "anchor_norm_meta" not in moved and "positive_norm_meta" not in moved
     # a batch of samples without statistics collates to None, as on_after_batch_transfer would
-    assert dm.on_before_batch_transfer({"anchor": torch.ones(2, 1, 1, 2, 2), "anchor_norm_meta": [None] * 2}, 0)[
-        "anchor_norm_meta"
-    ] is None
+    assert (
+        dm.on_before_batch_transfer({"anchor": torch.ones(2, 1, 1, 2, 2), "anchor_norm_meta": [None] * 2}, 0)[
+            "anchor_norm_meta"
+        ]
+        is None
+    )
     bare = torch.ones(1, 1, 2, 4, 4)
     assert dm.on_before_batch_transfer(bare, 0) is bare

@@ -56,3 +56,35 @@ def test_merge_keeps_siblings_and_replaces_levels():
     assert set(merged["B"]["timepoint_statistics"]) == {"0"}
     with pytest.raises(ValueError, match="bogus"):
         merge_norm_meta(None, {"A": {"bogus": {}}})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_collate_norm_meta_equals_stacking_every_sample(seed):
+    """Shared per-FOV dicts are collated once and spread: the result is what stacking each sample gives."""
+    import torch
+
+    from viscy_data.norm_meta import collate_norm_meta
+
+    rng = np.random.default_rng(seed)
+
+    def fov_meta(with_extra: bool) -> dict:
+        level = {k: torch.tensor(float(v)) for k, v in zip(("mean", "std"), rng.normal(size=2))}
+        meta = {"ch_0": {"fov_statistics": level, "dataset_statistics": dict(level)}}
+        if with_extra:
+            meta["ch_0"]["extra_level"] = {"mean": torch.tensor(1.0)}
+        return meta
+
+    fovs = [fov_meta(bool(rng.integers(2))) for _ in range(int(rng.integers(1, 5)))]
+    picks = rng.integers(len(fovs), size=int(rng.integers(1, 12))).tolist()
+    samples = [fovs[i] for i in picks]
+    if rng.integers(2):  # an equal dict that is another object is collated as its own
+        samples.append({c: {lv: dict(st) for lv, st in levels.items()} for c, levels in fovs[0].items()})
+    out = collate_norm_meta(samples)
+    common = [lv for lv in samples[0]["ch_0"] if all(lv in s["ch_0"] for s in samples)]
+    assert sorted(out["ch_0"]) == sorted(common)
+    for level in common:
+        for stat in out["ch_0"][level]:
+            expected = torch.stack([s["ch_0"][level][stat] for s in samples])
+            assert torch.equal(out["ch_0"][level][stat], expected)
+    numbers = collate_norm_meta([{"a": {"l": {"mean": 1.5}}}, {"a": {"l": {"mean": 2}}}])
+    assert numbers["a"]["l"]["mean"].dtype == torch.float32 and numbers["a"]["l"]["mean"].tolist() == [1.5, 2.0]

@@ -188,7 +188,18 @@ def _stack_common(metas: Sequence[Any]) -> Any:
         return {k: _stack_common([m[k] for m in metas]) for k in keys}
     import torch  # here, not at module level: tools that only write statistics need no torch
 
+    if all(isinstance(m, (int, float)) for m in metas):  # numbers as read from the zattrs: one tensor at once
+        return torch.tensor(
+            metas, dtype=torch.get_default_dtype() if any(isinstance(m, float) for m in metas) else None
+        )
     return torch.stack([torch.as_tensor(m) for m in metas])
+
+
+def _take_rows(tree: Any, rows: Any) -> Any:
+    """Index every tensor of a nested dict with ``rows`` along dim 0."""
+    if isinstance(tree, Mapping):
+        return {k: _take_rows(v, rows) for k, v in tree.items()}
+    return tree[rows]
 
 
 def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict | None:
@@ -224,7 +235,21 @@ def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict |
             f"{missing} of {len(norm_metas)} samples in the batch have no normalisation metadata; "
             "compute it for every FOV (viscy preprocess) or normalise without it"
         )
-    return _stack_common(list(norm_metas))
+    # samples of one FOV share its statistics dict (datasets cache one per FOV): collate each distinct dict once
+    # and spread it over the batch, instead of walking every nested value of every sample
+    slots: dict[int, int] = {}
+    distinct, rows = [], []
+    for meta in norm_metas:
+        slot = slots.setdefault(id(meta), len(distinct))
+        if slot == len(distinct):
+            distinct.append(meta)
+        rows.append(slot)
+    collated = _stack_common(distinct)
+    if len(distinct) == len(rows) and rows == list(range(len(rows))):
+        return collated
+    import torch
+
+    return _take_rows(collated, torch.tensor(rows))
 
 
 def check_norm_meta_complete(plate_attrs: Mapping[str, Any], plate_path: Any) -> None:
