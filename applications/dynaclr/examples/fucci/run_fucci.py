@@ -376,7 +376,7 @@ def run(
         "methods": methods,
         "seconds": round(seconds, 1),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     echo("")
     echo(f"FUCCI example finished in {seconds / 60:.1f} min (train lineage {SPLITS['train']}, "
          f"validation {SPLITS['val']}, held-out test {SPLITS['test']}; mean +- sd over seeds {seeds})")  # fmt: skip

@@ -350,7 +350,7 @@ def run_demo(
         },
     }
     metrics_path = output_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2))
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     figure = plot_readouts(metrics, output_dir / "readouts.png")
     pca_figure = plot_embeddings(pca, output_dir / "embeddings_pca.png")
     result = DemoResult(
