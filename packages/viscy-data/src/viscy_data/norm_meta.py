@@ -188,10 +188,6 @@ def _stack_common(metas: Sequence[Any]) -> Any:
         return {k: _stack_common([m[k] for m in metas]) for k in keys}
     import torch  # here, not at module level: tools that only write statistics need no torch
 
-    if all(isinstance(m, (int, float)) for m in metas):  # numbers as read from the zattrs: one tensor at once
-        return torch.tensor(
-            metas, dtype=torch.get_default_dtype() if any(isinstance(m, float) for m in metas) else None
-        )
     return torch.stack([torch.as_tensor(m) for m in metas])
 
 
@@ -238,18 +234,17 @@ def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict |
     # samples of one FOV share its statistics dict (datasets cache one per FOV): collate each distinct dict once
     # and spread it over the batch, instead of walking every nested value of every sample
     slots: dict[int, int] = {}
-    distinct, rows = [], []
+    distinct = []
     for meta in norm_metas:
-        slot = slots.setdefault(id(meta), len(distinct))
-        if slot == len(distinct):
+        if id(meta) not in slots:
+            slots[id(meta)] = len(distinct)
             distinct.append(meta)
-        rows.append(slot)
     collated = _stack_common(distinct)
-    if len(distinct) == len(rows) and rows == list(range(len(rows))):
+    if len(distinct) == len(norm_metas):  # every sample has its own dict: nothing to spread
         return collated
     import torch
 
-    return _take_rows(collated, torch.tensor(rows))
+    return _take_rows(collated, torch.tensor([slots[id(meta)] for meta in norm_metas]))
 
 
 def check_norm_meta_complete(plate_attrs: Mapping[str, Any], plate_path: Any) -> None:
