@@ -79,6 +79,46 @@ def test_triplet_loss_uses_negative_and_names_missing_key(tiny_encoder):
         module.training_step(batch, 0)
 
 
+class _ViewsEncoder(nn.Module):
+    """Records how it was called; ``forward_views`` optional."""
+
+    def __init__(self, with_views: bool):
+        super().__init__()
+        self.head = nn.Linear(2, 3)
+        self.calls = []
+        if with_views:
+            self.forward_views = self._forward_views
+
+    def forward(self, x):
+        self.calls.append(("forward", x.shape[0]))
+        features = x.mean(dim=(2, 3, 4))
+        return features, self.head(features)
+
+    def _forward_views(self, views):
+        self.calls.append(("views", [v.shape[0] for v in views]))
+        features = [v.mean(dim=(2, 3, 4)) for v in views]
+        return [(f, self.head(f)) for f in features]
+
+
+@pytest.mark.parametrize("with_views", [True, False])
+@pytest.mark.parametrize("loss", ["ntxent", "triplet"])
+def test_views_go_through_forward_views_when_the_encoder_has_it(with_views, loss):
+    torch.manual_seed(0)
+    encoder = _ViewsEncoder(with_views)
+    module = ContrastiveModule(encoder, loss_function=NTXentLoss(temperature=0.5) if loss == "ntxent" else None)
+    keys = ("anchor", "positive") if loss == "ntxent" else ("anchor", "positive", "negative")
+    batch = {k: torch.randn(4, 2, 2, 6, 6) for k in keys}
+    value = module.training_step(batch, 0)
+    expected_calls = [("views", [4] * len(keys))] if with_views else [("forward", 4)] * len(keys)
+    assert encoder.calls == expected_calls
+    projections = [encoder.head(batch[k].mean(dim=(2, 3, 4))) for k in keys]
+    if loss == "ntxent":
+        expected = NTXentLoss(temperature=0.5)(torch.cat(projections), torch.arange(4).repeat(2))
+    else:
+        expected = nn.TripletMarginLoss(margin=0.5)(*projections)
+    torch.testing.assert_close(value, expected)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_ntxent_negative_metrics_match_brute_force(seed):
     g = torch.Generator().manual_seed(seed)

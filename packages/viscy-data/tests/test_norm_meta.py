@@ -88,3 +88,10 @@ def test_collate_norm_meta_equals_stacking_every_sample(seed):
             assert torch.equal(out["ch_0"][level][stat], expected)
     numbers = collate_norm_meta([{"a": {"l": {"mean": 1.5}}}, {"a": {"l": {"mean": 2}}}])
     assert numbers["a"]["l"]["mean"].dtype == torch.float32 and numbers["a"]["l"]["mean"].tolist() == [1.5, 2.0]
+    # statistics of different dtypes keep their own (no promotion across statistics)
+    mixed = {"a": {"x": torch.tensor(1.0), "y": torch.tensor(2.0, dtype=torch.float64)}}
+    out = collate_norm_meta(
+        [mixed, mixed, {"a": {"x": torch.tensor(3.0), "y": torch.tensor(4.0, dtype=torch.float64)}}]
+    )
+    assert out["a"]["x"].dtype == torch.float32 and out["a"]["x"].tolist() == [1.0, 1.0, 3.0]
+    assert out["a"]["y"].dtype == torch.float64 and out["a"]["y"].tolist() == [2.0, 2.0, 4.0]

@@ -42,6 +42,62 @@ def test_contrastive_encoder_errors():
         model(torch.randn(2, 1, 5, 16, 64))
 
 
+def _backbone_calls(model: ContrastiveEncoder) -> list:
+    calls = []
+    model.encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    return calls
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("backbone", ["convnext_atto", "convnextv2_atto"])
+def test_forward_views_equals_one_forward_per_view(backbone, seed):
+    """Layer-norm backbones: one backbone pass for all views; outputs and gradients as separate calls give."""
+    torch.manual_seed(seed)
+    model = ContrastiveEncoder(backbone, 2, 3, stem_kernel_size=(3, 4, 4), stem_stride=(3, 4, 4))
+    sizes = torch.randint(2, 6, (int(torch.randint(2, 4, ())),)).tolist()
+    views = [torch.randn(n, 2, 3, 32, 32) for n in sizes]
+    calls = _backbone_calls(model)
+    together = model.forward_views(views)
+    assert calls == [sum(sizes)]
+    loss = sum((e.square().mean() + p.square().mean()) * (i + 1) for i, (e, p) in enumerate(together))
+    loss.backward()
+    joint = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    separate = [model(view) for view in views]
+    assert calls[1:] == sizes
+    for (e1, p1), (e2, p2) in zip(together, separate, strict=True):
+        torch.testing.assert_close(e1, e2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-4)
+    sum((e.square().mean() + p.square().mean()) * (i + 1) for i, (e, p) in enumerate(separate)).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(joint[name], p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    # the projection head's batch norms saw each view alone, as separate calls
+    assert model.projection[1].num_batches_tracked == 2 * len(sizes)
+
+
+def test_forward_views_keeps_batch_norm_backbones_per_view_in_training():
+    torch.manual_seed(0)
+    model = ContrastiveEncoder("resnet18", 2, 4, stem_kernel_size=(2, 4, 4), stem_stride=(2, 4, 4))
+    calls = _backbone_calls(model)
+    views = [torch.randn(3, 2, 4, 64, 64), 2 + torch.randn(3, 2, 4, 64, 64)]
+    model.forward_views(views)
+    assert calls == [3, 3]  # each view's own batch statistics
+    model.eval()  # running statistics: samples are independent, one pass
+    with torch.no_grad():
+        together = model.forward_views(views)
+        separate = [model(view) for view in views]
+    assert calls[2:] == [6, 3, 3]
+    for (e1, p1), (e2, p2) in zip(together, separate, strict=True):
+        torch.testing.assert_close(e1, e2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-5)
+    # views of different sizes cannot be concatenated; wrong depth is named as in forward
+    convnext = ContrastiveEncoder("convnext_atto", 2, 3, stem_kernel_size=(3, 4, 4), stem_stride=(3, 4, 4))
+    shapes = [e.shape for e, _ in convnext.forward_views([torch.randn(2, 2, 3, 32, 32), torch.randn(2, 2, 3, 64, 64)])]
+    assert shapes == [(2, 320), (2, 320)]
+    with pytest.raises(ValueError, match="Z = in_stack_depth = 3"):
+        convnext.forward_views([torch.randn(2, 2, 5, 32, 32), torch.randn(2, 2, 5, 32, 32)])
+
+
 # ------------------------------------------------------------------ ResNet3dEncoder
 
 

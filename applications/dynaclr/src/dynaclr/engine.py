@@ -163,6 +163,28 @@ class ContrastiveModule(LightningModule):
         """Return ``(features, projections)`` of a (B, C, Z, Y, X) batch."""
         return self.model(x)
 
+    def embed_views(self, views: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Return ``(features, projections)`` of each view of a triplet (anchor, positive[, negative]).
+
+        An encoder with a ``forward_views`` method (e.g. ``viscy_models.contrastive.ContrastiveEncoder``)
+        embeds the views together, with the same result as one forward pass per view but fewer, larger kernels;
+        any other encoder is called once per view.
+
+        Parameters
+        ----------
+        views : list of Tensor
+            ``(B_i, C, Z, Y, X)`` batches.
+
+        Returns
+        -------
+        list of tuple of Tensor
+            ``(features, projections)`` per view, in order.
+        """
+        forward_views = getattr(self.model, "forward_views", None)
+        if forward_views is None:
+            return [self(view) for view in views]
+        return list(forward_views(views))
+
     def ntxent_loss(self, first: Tensor, second: Tensor) -> Tensor:
         """NT-Xent loss where row ``i`` of ``first`` and of ``second`` form the positive pair."""
         labels = torch.arange(first.shape[0], device=first.device)
@@ -170,22 +192,20 @@ class ContrastiveModule(LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _shared_step(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
-        anchor_img, positive_img = batch["anchor"], batch["positive"]
-        anchor_feat, anchor_proj = self(anchor_img)
-        _, positive_proj = self(positive_img)
-        images = [anchor_img, positive_img]
-        negative_proj = None
-        if self.uses_ntxent:
-            loss = self.ntxent_loss(anchor_proj, positive_proj)
-        else:
+        images = [batch["anchor"], batch["positive"]]
+        if not self.uses_ntxent:
             if "negative" not in batch:
                 raise KeyError(
                     f"{type(self.loss_function).__name__} needs batch['negative']; the batch has keys "
                     f"{sorted(batch)}. Use an NTXentLoss for in-batch negatives."
                 )
-            negative_img = batch["negative"]
-            _, negative_proj = self(negative_img)
-            images.append(negative_img)
+            images.append(batch["negative"])
+        (anchor_feat, anchor_proj), (_, positive_proj), *negative = self.embed_views(images)
+        negative_proj = None
+        if self.uses_ntxent:
+            loss = self.ntxent_loss(anchor_proj, positive_proj)
+        else:
+            negative_proj = negative[0][1]
             loss = self.loss_function(anchor_proj, positive_proj, negative_proj)
         self._log_step(loss, anchor_proj, positive_proj, negative_proj, stage)
         self._collect_samples(images, batch_idx, stage)

@@ -181,21 +181,40 @@ def merge_norm_meta(existing: Mapping[str, Any] | None, update: Mapping[str, Map
     return merged
 
 
-def _stack_common(metas: Sequence[Any]) -> Any:
+def _is_mapping(node: Any) -> bool:
+    return type(node) is dict or isinstance(node, Mapping)  # the exact-type test first: abc checks are slow
+
+
+def _common_tree(metas: Sequence[Any], columns: list) -> Any:
+    """The nested keys every one of ``metas`` has; each leaf becomes the index of its values in ``columns``."""
     first = metas[0]
-    if isinstance(first, Mapping):
-        keys = [k for k in first if all(isinstance(m, Mapping) and k in m for m in metas)]
-        return {k: _stack_common([m[k] for m in metas]) for k in keys}
+    if _is_mapping(first):
+        return {
+            key: _common_tree([m[key] for m in metas], columns)
+            for key in first
+            if all(_is_mapping(m) and key in m for m in metas)
+        }
+    columns.append(metas)
+    return len(columns) - 1
+
+
+def _fill_tree(tree: Any, rows: Sequence[Any]) -> Any:
+    if isinstance(tree, dict):
+        return {key: _fill_tree(value, rows) for key, value in tree.items()}
+    return rows[tree]
+
+
+def _stack_columns(columns: list[Sequence[Any]], spread: Any) -> list[Any]:
+    """Stack each column of per-sample values into a ``(B,)`` tensor (row ``spread`` of each, if given)."""
     import torch  # here, not at module level: tools that only write statistics need no torch
 
-    return torch.stack([torch.as_tensor(m) for m in metas])
-
-
-def _take_rows(tree: Any, rows: Any) -> Any:
-    """Index every tensor of a nested dict with ``rows`` along dim 0."""
-    if isinstance(tree, Mapping):
-        return {k: _take_rows(v, rows) for k, v in tree.items()}
-    return tree[rows]
+    values = [value for column in columns for value in column]
+    if values and all(type(v) is torch.Tensor and v.ndim == 0 and v.dtype == values[0].dtype for v in values):
+        # what read_norm_meta gives: 0-d tensors, stacked in one call instead of one per statistic
+        table = torch.stack(values).view(len(columns), -1)
+        return list((table if spread is None else table[:, spread]).unbind(0))
+    stacked = [torch.stack([torch.as_tensor(value) for value in column]) for column in columns]
+    return stacked if spread is None else [column[spread] for column in stacked]
 
 
 def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict | None:
@@ -239,12 +258,14 @@ def collate_norm_meta(norm_metas: Sequence[dict | None] | dict | None) -> dict |
         if id(meta) not in slots:
             slots[id(meta)] = len(distinct)
             distinct.append(meta)
-    collated = _stack_common(distinct)
-    if len(distinct) == len(norm_metas):  # every sample has its own dict: nothing to spread
-        return collated
-    import torch
+    columns: list = []
+    tree = _common_tree(distinct, columns)
+    spread = None
+    if len(distinct) < len(norm_metas):
+        import torch
 
-    return _take_rows(collated, torch.tensor([slots[id(meta)] for meta in norm_metas]))
+        spread = torch.tensor([slots[id(meta)] for meta in norm_metas])
+    return _fill_tree(tree, _stack_columns(columns, spread))
 
 
 def check_norm_meta_complete(plate_attrs: Mapping[str, Any], plate_path: Any) -> None:
