@@ -186,7 +186,7 @@ def _is_mapping(node: Any) -> bool:
 
 
 def _common_tree(metas: Sequence[Any], columns: list) -> Any:
-    """The nested keys every one of ``metas`` has; each leaf becomes the index of its values in ``columns``."""
+    """Return the nested keys every one of ``metas`` has, each leaf the index of its values in ``columns``."""
     first = metas[0]
     if _is_mapping(first):
         return {
