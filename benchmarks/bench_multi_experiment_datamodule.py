@@ -4,7 +4,9 @@ Two experiments (two conditions each, 4 FOVs, 8 frames, 2 channels, Z = 8, 512 x
 compressible images with iohub's default compression and per-FOV normalisation metadata).
 Sampling, normalisations and augmentations come from
 ``applications/dynaclr/examples/configs/multi_experiment_fit.yml``; the geometry is scaled to a CPU:
-Z = 8, 192 x 192 reads centre-cropped to 160 x 160, batch 64 (anchor + positive), 2 loader threads.
+Z = 8, 192 x 192 reads centre-cropped to 160 x 160, batch 64 (anchor + positive), one loader thread (the
+DataModule's default ``num_workers=1``: on 2 cores the main thread transforms while one thread reads;
+``--num-workers 2`` puts three busy threads on two cores).
 Run: ``uv run python benchmarks/bench_multi_experiment_datamodule.py``. Target: >= 60 samples/s.
 ``--realistic 512`` (or 2048) reads the realistic plates of ``realistic_plate.py`` instead (2 x 16 FOVs x 20
 timepoints, unquantised float32 label-free channel, Poisson counts), rechunked by ``viscy rechunk`` with its
@@ -83,6 +85,8 @@ def main(
     realistic: int | None = None,
     layout: str = "rechunked",
     per_transform: bool = True,
+    num_workers: int = 1,
+    seed: int = 0,
 ) -> dict:
     """Measure and print the train loader's samples/s; return the numbers (``ai_ready.py`` tabulates them)."""
     data_args = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
@@ -118,7 +122,8 @@ def main(
             final_yx_patch_size=(160, 160),
             tau_range=(0.5, 1.0),
             batch_size=batch_size,
-            num_workers=2,
+            num_workers=num_workers,
+            seed=seed,
             normalizations=[_instantiate(s) for s in data_args["normalizations"]],
             augmentations=[_instantiate(s) for s in data_args["augmentations"]],
             **sampling,
@@ -143,7 +148,7 @@ def main(
         print(
             f"[{plates}] train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
-            f"over {batches} batches of {batch_size}; {cpu_ms:.1f} CPU-ms/sample = {1000 * cores / cpu_ms:.0f} "
+            f"over {batches} batches of {batch_size}; {num_workers} loader thread(s), seed {seed}; {cpu_ms:.1f} CPU-ms/sample = {1000 * cores / cpu_ms:.0f} "
             f"samples/s on {cores} idle cores; torch threads {torch.get_num_threads()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
             f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {machine_load()}"
@@ -156,6 +161,8 @@ def main(
             "idle_core_rate": 1000 * cores / cpu_ms,
             "batches": batches,
             "batch_size": batch_size,
+            "num_workers": num_workers,
+            "seed": seed,
         }
         if not per_transform:
             return result
@@ -178,5 +185,13 @@ if __name__ == "__main__":
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--realistic", type=int, choices=(512, 2048), default=None)
     parser.add_argument("--layout", choices=("rechunked", "original"), default="rechunked")
+    parser.add_argument("--num-workers", type=int, default=1, help="loader threads (the DataModule's default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the DataModule")
     args = parser.parse_args()
-    main(batches=args.batches, realistic=args.realistic, layout=args.layout)
+    main(
+        batches=args.batches,
+        realistic=args.realistic,
+        layout=args.layout,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
