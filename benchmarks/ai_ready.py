@@ -11,8 +11,9 @@ one chunk per (t, c) plane stack), the measurements of the other scripts and pri
    batch share a chunk (the data must be hard: users' batches almost never do) -- ``bench_realistic_reads``;
 2. ``viscy rechunk`` of a ~1 GB plate (8 FOVs x 20 t of the 512 x 512 plate via ``--wells``) in a fresh
    process: wall time, peak RSS -- ``bench_rechunk``;
-3. the ``MultiExperimentDataModule`` train loader (1 loader thread, the default, and 2; 3 seeds x 12 batches) with the example config's normalisations and augmentations,
-   on CPU, on the rechunked 512 x 512 plates -- ``bench_multi_experiment_datamodule``.
+3. the ``MultiExperimentDataModule`` train loader with the example config's normalisations and augmentations,
+   on CPU, on the rechunked 512 x 512 plates (1 loader thread, the default, and 2; 3 seeds x 12 batches) --
+   ``bench_multi_experiment_datamodule``.
 
 Wall-clock rates are only meaningful on an otherwise idle machine: the load average is printed with every
 number and the table says "LOADED" when the 1-minute load exceeds the core count plus 1.5 (the benchmark's own

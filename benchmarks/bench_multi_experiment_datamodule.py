@@ -148,7 +148,8 @@ def main(
         print(
             f"[{plates}] train loader + normalisation + augmentation: {total / (load + transform):.0f} samples/s "
             f"(anchor + positive; waiting for the loader {load:.2f} s, transforms {transform:.2f} s "
-            f"over {batches} batches of {batch_size}; {num_workers} loader thread(s), seed {seed}; {cpu_ms:.1f} CPU-ms/sample = {1000 * cores / cpu_ms:.0f} "
+            f"over {batches} batches of {batch_size}; {num_workers} loader thread(s), seed {seed}; "
+            f"{cpu_ms:.1f} CPU-ms/sample = {1000 * cores / cpu_ms:.0f} "
             f"samples/s on {cores} idle cores; torch threads {torch.get_num_threads()}; "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
             f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}); {machine_load()}"
