@@ -202,6 +202,7 @@ def datamodule(args, results: dict) -> None:
                     per_transform=per_transform,
                     num_workers=workers,
                     seed=seed,
+                    plates=args.plates,
                 )
             )
         rates = np.array([r["rate"] for r in runs])

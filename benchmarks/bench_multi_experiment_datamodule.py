@@ -87,6 +87,7 @@ def main(
     per_transform: bool = True,
     num_workers: int = 1,
     seed: int = 0,
+    plates: Path | None = None,
 ) -> dict:
     """Measure and print the train loader's samples/s; return the numbers (``ai_ready.py`` tabulates them)."""
     data_args = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
@@ -109,10 +110,10 @@ def main(
         if realistic is None:
             configs = [make(root, name, seed) for seed, name in enumerate(["exp_a", "exp_b"])]
         else:
-            from realistic_plate import PlateSpec, build_experiments
+            from realistic_plate import PlateSpec, build_experiments, plate_dir
 
             spec = PlateSpec(size=realistic, distinct_frames=8 if realistic == 2048 else None)
-            configs = build_experiments(spec)[layout]
+            configs = build_experiments(spec, root=plate_dir(spec, plates))[layout]
         experiments = root / "experiments.yml"
         experiments.write_text(yaml.safe_dump({"experiments": [dataclasses.asdict(c) for c in configs]}))
         dm = MultiExperimentDataModule(
